@@ -1,0 +1,1 @@
+//! quota-store: openraft log and state-machine storage on sled.
