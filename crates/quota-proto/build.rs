@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // crate's `transport` feature turns it on.
     let transport = std::env::var_os("CARGO_FEATURE_TRANSPORT").is_some();
     tonic_prost_build::configure()
+        // Ordered maps: deterministic iteration, so answers and tests are stable.
+        .btree_map(".")
         .build_client(true)
         .build_server(true)
         .build_transport(transport)
