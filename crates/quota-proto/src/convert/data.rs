@@ -7,8 +7,8 @@ use crate::convert::{prefixed, request_id};
 use crate::v1;
 use quota_core::limits::MAX_IMPORTED_SECRET_LEN;
 use quota_core::{
-    ApiStage, Cost, Denial, IncrementResult, KeyRef, PlanId, RequestId, Route, SecretHash,
-    ValidationError,
+    ApiStage, Cost, Denial, IncrementResult, KeyRef, Name, PlanId, RequestId, Route, SecretHash,
+    Target, ValidationError,
 };
 
 /// What an increment counts against, before a plan name is resolved.
@@ -22,6 +22,17 @@ pub enum IncrementTarget {
         stage: ApiStage,
         route: Option<Route>,
     },
+}
+
+impl IncrementTarget {
+    /// The state machine's target, once a plan name is resolved with `plan_by_name`;
+    /// `None` when no plan has that name. The route is dropped: throttles are not in the log.
+    pub fn into_target(self, plan_by_name: impl FnOnce(&Name) -> Option<PlanId>) -> Option<Target> {
+        match self {
+            IncrementTarget::Plan(plan) => plan.resolve(plan_by_name).map(Target::Plan),
+            IncrementTarget::Stage { stage, .. } => Some(Target::Stage(stage)),
+        }
+    }
 }
 
 /// A validated Increment request. The presented secret, if any, has already been hashed
@@ -199,7 +210,8 @@ mod tests {
 
     // Property: a valid increment converts, hashing the secret and keeping the target.
     // Set-up: by secret and stage+route, by key id and plan name, with cost 0.
-    // Pass: the secret's SHA-256, the stage and route, the plan selector, cost 1 for 0.
+    // Pass: the secret's SHA-256, the stage and route, the plan selector, cost 1 for 0,
+    // and the state machine's target once the plan name is resolved.
     #[test]
     fn increment_in() {
         let call = IncrementCall::try_from(request()).unwrap();
