@@ -95,10 +95,11 @@ impl State {
 
     /// Apply one entry. Deterministic; see the module documentation.
     pub fn apply(&mut self, entry: &Entry) -> Response {
-        if let Some(id) = entry.request_id {
-            if let Some(first) = self.dedup.responses.get(&id) {
-                return first.clone();
-            }
+        if let Some(first) = entry
+            .request_id
+            .and_then(|id| self.dedup.responses.get(&id))
+        {
+            return first.clone();
         }
         self.clock = self.clock.max(entry.at.min(Timestamp::MAX));
         let now = self.clock;
@@ -751,10 +752,8 @@ impl State {
                 error: ValidationError::out_of_range("spent", spent, 0, lease.granted).into(),
             };
         }
-        if let Some(want) = renew {
-            if let Err(error) = Self::check_lease_request(want, ttl_ms) {
-                return LeaseResult::Failed { error };
-            }
+        if let Some(Err(error)) = renew.map(|want| Self::check_lease_request(want, ttl_ms)) {
+            return LeaseResult::Failed { error };
         }
         let (key, plan_id) = (lease.key, lease.plan);
         if lease.expires_at <= now {
