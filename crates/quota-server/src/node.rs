@@ -1,0 +1,256 @@
+//! A running node: the Raft instance, a reader of the applied state, and the two things
+//! every service needs, a linearizable write and a linearizable read, from any node.
+//!
+//! Writes: the leader stamps the command with its clock and proposes it; a follower forwards
+//! the command to the leader over the internal `Propose` RPC. During an election the write
+//! waits and retries (same request id, so it is applied once) until `write_timeout`.
+//!
+//! Reads (read index): the leader confirms its leadership with a quorum and waits until its
+//! state machine has applied everything committed before the read; a follower asks the
+//! leader for that index (`ReadIndex`) and waits until it has applied as far itself, then
+//! reads its own state.
+
+use crate::error::NodeError;
+use crate::network::{Peers, decode, encode};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use quota_core::{Command, Entry, RequestId, Response, State, Timestamp};
+use quota_proto::v1::{Empty, RaftPayload};
+use quota_store::{NodeId, Raft, StateReader};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What a follower sends the leader to have a command proposed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProposeRequest {
+    pub request_id: Option<RequestId>,
+    pub command: Command,
+}
+
+/// The leader's answer to a forwarded command.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ProposeReply {
+    Applied(Response),
+    /// The receiver is not the leader (any more).
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// The outcome is unknown; retry with the same request id.
+    Unknown(String),
+}
+
+pub struct QuotaNode {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateReader,
+    pub peers: Peers,
+    pub write_timeout: Duration,
+}
+
+/// Wall-clock milliseconds, for stamping entries. Only the leader calls this.
+pub fn now_ms() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Timestamp(ms)
+}
+
+/// A fresh random request id, for writes that arrive without one.
+pub fn random_request_id() -> Result<RequestId, NodeError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| NodeError::Internal(format!("random source: {e}")))?;
+    Ok(RequestId(u128::from_be_bytes(bytes)))
+}
+
+enum Attempt<T> {
+    Done(T),
+    /// Worth retrying after a pause.
+    Retry(NodeError),
+}
+
+impl QuotaNode {
+    /// The current leader and its membership address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    /// Apply a command through the Raft log, from any node, and return the state machine's
+    /// response. Retries through elections until the write timeout.
+    pub async fn write(
+        &self,
+        request_id: Option<RequestId>,
+        command: Command,
+    ) -> Result<Response, NodeError> {
+        // Every write gets an id, so that our own retries below are applied once.
+        let request_id = Some(match request_id {
+            Some(id) => id,
+            None => random_request_id()?,
+        });
+        let deadline = Instant::now() + self.write_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let last_error = match self.try_write(request_id, &command).await? {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Retry(e) => e,
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(last_error);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    async fn try_write(
+        &self,
+        request_id: Option<RequestId>,
+        command: &Command,
+    ) -> Result<Attempt<Response>, NodeError> {
+        let Some((leader, addr)) = self.leader() else {
+            return Ok(Attempt::Retry(NodeError::NoLeader(
+                "no leader is known".into(),
+            )));
+        };
+        if leader == self.id {
+            return Ok(
+                match self.propose_local(request_id, command.clone()).await {
+                    ProposeReply::Applied(r) => Attempt::Done(r),
+                    ProposeReply::NotLeader { .. } => {
+                        Attempt::Retry(NodeError::NoLeader("leadership changed".into()))
+                    }
+                    ProposeReply::Unknown(m) => Attempt::Retry(NodeError::Unknown(m)),
+                },
+            );
+        }
+        let payload = encode(&ProposeRequest {
+            request_id,
+            command: command.clone(),
+        })?;
+        let mut client = self.peers.client(leader, &addr)?;
+        let mut req = tonic::Request::new(RaftPayload { data: payload });
+        req.set_timeout(self.write_timeout);
+        let reply = match client.propose(req).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                return Ok(Attempt::Retry(NodeError::NoLeader(format!(
+                    "forwarding to leader {leader} failed: {}",
+                    status.message()
+                ))));
+            }
+        };
+        Ok(match decode::<ProposeReply>(&reply.data)? {
+            ProposeReply::Applied(r) => Attempt::Done(r),
+            ProposeReply::NotLeader { .. } => {
+                Attempt::Retry(NodeError::NoLeader("leadership changed".into()))
+            }
+            ProposeReply::Unknown(m) => Attempt::Retry(NodeError::Unknown(m)),
+        })
+    }
+
+    /// Propose on this node, which believes it is the leader: stamp and write.
+    pub async fn propose_local(
+        &self,
+        request_id: Option<RequestId>,
+        command: Command,
+    ) -> ProposeReply {
+        let entry = Entry {
+            request_id,
+            at: now_ms(),
+            command,
+        };
+        match self.raft.client_write(entry).await {
+            Ok(reply) => ProposeReply::Applied(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ProposeReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                ProposeReply::Unknown(e.to_string())
+            }
+            Err(RaftError::Fatal(e)) => ProposeReply::Unknown(e.to_string()),
+        }
+    }
+
+    /// Wait until this node's state reflects every write committed before the call.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let err = match self.try_read_index().await {
+                Ok(index) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    return self
+                        .raft
+                        .wait(Some(wait))
+                        .applied_index_at_least(Some(index), "read barrier")
+                        .await
+                        .map(drop)
+                        .map_err(|e| NodeError::NoLeader(format!("catching up for a read: {e}")));
+                }
+                Err(e) => e,
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The index a linearizable read must wait for, from the leader.
+    async fn try_read_index(&self) -> Result<u64, NodeError> {
+        let (leader, addr) = self
+            .leader()
+            .ok_or_else(|| NodeError::NoLeader("no leader is known".into()))?;
+        if leader == self.id {
+            return self.local_read_index().await;
+        }
+        let mut client = self.peers.client(leader, &addr)?;
+        let mut req = tonic::Request::new(Empty {});
+        req.set_timeout(self.write_timeout);
+        client
+            .read_index(req)
+            .await
+            .map(|r| r.into_inner().index)
+            .map_err(|s| {
+                NodeError::NoLeader(format!("read index from leader {leader}: {}", s.message()))
+            })
+    }
+
+    /// As the leader: confirm leadership with a quorum and return the read index.
+    pub async fn local_read_index(&self) -> Result<u64, NodeError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(NodeError::NotLeader {
+                    leader_id: None,
+                    leader_addr: None,
+                })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
+                NodeError::NoLeader(format!("leadership not confirmed: {e}")),
+            ),
+            Err(RaftError::Fatal(e)) => Err(NodeError::Internal(e.to_string())),
+        }
+    }
+
+    /// Read the state, after a read barrier unless `allow_stale`.
+    pub async fn read<R>(
+        &self,
+        allow_stale: bool,
+        f: impl FnOnce(&State) -> R,
+    ) -> Result<R, NodeError> {
+        if !allow_stale {
+            self.read_barrier().await?;
+        }
+        Ok(self.state.read(f)?)
+    }
+}

@@ -1,0 +1,193 @@
+//! Starting and stopping a node: open storage, start Raft, bootstrap a new cluster, serve
+//! gRPC on a listener until a shutdown future resolves, then stop cleanly.
+
+use crate::auth::AdminAuth;
+use crate::config::{Config, ConfigError};
+use crate::network::{NetworkFactory, Peers};
+use crate::node::{QuotaNode, now_ms};
+use crate::service::{
+    admin::AdminService, cluster::ClusterService, data::DataService, raft::RaftService,
+};
+use openraft::BasicNode;
+use quota_core::Command;
+use quota_proto::v1::admin_server::AdminServer;
+use quota_proto::v1::cluster_server::ClusterServer;
+use quota_proto::v1::data_server::DataServer;
+use quota_proto::v1::raft_server::RaftServer;
+use quota_store::Raft;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+
+/// Why a node could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Store(#[from] quota_store::StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// How often the leader looks for leases to expire.
+const LEASE_EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// Run a node on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let admin_token = config.admin_token()?;
+    let raft_config = Arc::new(config.openraft()?);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let (log_store, state_machine) = quota_store::open(&config.data_dir).await?;
+    let reader = state_machine.reader();
+    let peers = Peers::new(config.peers.clone(), config.limits.max_raft_message_bytes);
+    let network = NetworkFactory {
+        peers: peers.clone(),
+    };
+    let raft = Raft::new(
+        config.node_id,
+        raft_config,
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| ServerError::Raft(e.to_string()))?;
+    let node = Arc::new(QuotaNode {
+        id: config.node_id,
+        raft: raft.clone(),
+        state: reader,
+        peers,
+        write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
+    });
+    bootstrap(&config, &raft).await?;
+    let expiry = tokio::spawn(expire_leases(node.clone()));
+
+    let auth = AdminAuth::new(admin_token.as_deref());
+    let max_request = config.limits.max_request_bytes;
+    let max_raft = config.limits.max_raft_message_bytes;
+    let admin = AdminServer::new(AdminService { node: node.clone() })
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(max_raft);
+    let cluster = ClusterServer::new(ClusterService {
+        node: node.clone(),
+        admin_token: admin_token.clone(),
+    })
+    .max_decoding_message_size(max_request);
+    let data =
+        DataServer::new(DataService { node: node.clone() }).max_decoding_message_size(max_request);
+    let raft_service = RaftServer::new(RaftService { node: node.clone() })
+        .max_decoding_message_size(max_raft)
+        .max_encoding_message_size(max_raft);
+    let admin_auth = auth.clone();
+    let cluster_auth = auth.clone();
+    tracing::info!(
+        node = config.node_id,
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        admin_auth = auth.enabled(),
+        "serving"
+    );
+    let served = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(config.limits.max_concurrent_requests_per_connection)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(raft_service)
+        .add_service(data)
+        .add_service(InterceptedService::new(admin, move |r| admin_auth.check(r)))
+        .add_service(InterceptedService::new(cluster, move |r| {
+            cluster_auth.check(r)
+        }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    tracing::info!(node = config.node_id, "shutting down");
+    expiry.abort();
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    served?;
+    Ok(())
+}
+
+/// Initialise a brand-new cluster from the configured members, with no manual step: the
+/// member with the smallest id does it, once, when its log is empty.
+async fn bootstrap(config: &Config, raft: &Raft) -> Result<(), ServerError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    let smallest = config.members.iter().map(|m| m.id).min();
+    if initialized || smallest != Some(config.node_id) {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> = config
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.id,
+                BasicNode {
+                    addr: m.addr.clone(),
+                },
+            )
+        })
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(node = config.node_id, "initialised a new cluster");
+            Ok(())
+        }
+        // Someone else's vote or log reached us first: the cluster exists.
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(e),
+        )) => {
+            tracing::info!(reason = %e, "cluster already initialised");
+            Ok(())
+        }
+        Err(e) => Err(ServerError::Raft(e.to_string())),
+    }
+}
+
+/// On the leader, propose `ExpireLeases` whenever a lease is due, so their tokens count as
+/// used even if no gateway ever settles them.
+async fn expire_leases(node: Arc<QuotaNode>) {
+    let mut tick = tokio::time::interval(LEASE_EXPIRY_TICK);
+    loop {
+        tick.tick().await;
+        if node.leader().map(|(id, _)| id) != Some(node.id) {
+            continue;
+        }
+        let due = node
+            .state
+            .read(|s| s.next_lease_expiry())
+            .ok()
+            .flatten()
+            .is_some_and(|at| at <= now_ms());
+        if due {
+            if let Err(e) = node.write(None, Command::ExpireLeases).await {
+                tracing::warn!(error = %e, "expiring leases failed; will retry");
+            }
+        }
+    }
+}
