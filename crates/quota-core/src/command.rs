@@ -53,11 +53,22 @@ pub enum LeaseOp {
     },
 }
 
+/// One client command inside a [`Command::Batch`], with its own request id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub request_id: Option<RequestId>,
+    pub command: Command,
+}
+
 /// Everything that changes the state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Does nothing (the leader's first entry, and a probe).
     Noop,
+    /// Several client commands in one log entry, applied in order, each on its own (with its
+    /// own deduplication): the leader packs concurrent writes together so that they share
+    /// one disk flush and one replication round. A batch cannot contain a batch.
+    Batch(Vec<BatchItem>),
     /// Create a key from a generated secret.
     KeyCreate {
         spec: KeySpec,
@@ -140,6 +151,7 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::Noop => "noop",
+            Command::Batch(_) => "batch",
             Command::KeyCreate { .. } => "key_create",
             Command::KeyImport { .. } => "key_import",
             Command::KeyUpdate { .. } => "key_update",
@@ -228,8 +240,12 @@ pub enum Outcome {
     Association(Association),
     Increment(IncrementResult),
     Leases(Vec<LeaseResult>),
-    Expired { leases: usize },
+    Expired {
+        leases: usize,
+    },
     Usage(Usage),
+    /// One response per item of a [`Command::Batch`], in order.
+    Batch(Vec<Response>),
 }
 
 /// The answer of the state machine to one entry. A refusal changes nothing.

@@ -40,6 +40,8 @@ pub const MAX_IMPORTED_SECRET_LEN: usize = 128;
 pub const MAX_ROTATION_GRACE_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Request ids remembered for deduplication; the oldest is forgotten first.
 pub const DEDUP_TABLE_CAPACITY: usize = 65_536;
+/// Most client commands the leader packs into one log entry.
+pub const MAX_COMMANDS_PER_BATCH: usize = 1024;
 /// Most lease operations in one batched lease command.
 pub const MAX_LEASE_OPS_PER_BATCH: usize = 1024;
 /// Most leases open at once, cluster-wide.

@@ -103,16 +103,50 @@ impl State {
         }
         self.clock = self.clock.max(entry.at.min(Timestamp::MAX));
         let now = self.clock;
-        let response = self.execute(now, &entry.command);
+        let response = match &entry.command {
+            Command::Batch(items) => self.apply_batch(now, items),
+            command => self.execute(now, command),
+        };
         if let Some(id) = entry.request_id {
             self.dedup.insert(id, response.clone());
         }
         response
     }
 
+    /// Apply the items of a batch in order, each deduplicated on its own.
+    fn apply_batch(&mut self, now: Timestamp, items: &[BatchItem]) -> Response {
+        if items.len() > MAX_COMMANDS_PER_BATCH {
+            return Err(
+                ValidationError::too_many("batch", items.len(), MAX_COMMANDS_PER_BATCH).into(),
+            );
+        }
+        let responses = items
+            .iter()
+            .map(|item| {
+                if let Some(first) = item.request_id.and_then(|id| self.dedup.responses.get(&id)) {
+                    return first.clone();
+                }
+                let response = match &item.command {
+                    Command::Batch(_) => Err(ValidationError::invalid(
+                        "batch",
+                        "a batch cannot contain a batch",
+                    )
+                    .into()),
+                    command => self.execute(now, command),
+                };
+                if let Some(id) = item.request_id {
+                    self.dedup.insert(id, response.clone());
+                }
+                response
+            })
+            .collect();
+        Ok(Outcome::Batch(responses))
+    }
+
     fn execute(&mut self, now: Timestamp, command: &Command) -> Response {
         match command {
             Command::Noop => Ok(Outcome::Done),
+            Command::Batch(items) => self.apply_batch(now, items),
             Command::KeyCreate { spec, secret } => self.key_create(now, spec, secret, false),
             Command::KeyImport { spec, secret } => self.key_create(now, spec, secret, true),
             Command::KeyUpdate { key, patch } => self.key_update(now, *key, patch),

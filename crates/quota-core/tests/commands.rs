@@ -761,3 +761,55 @@ fn snapshot_round_trip() {
     ));
     assert!(snapshot::decode(&bytes[..bytes.len() - 3]).is_err());
 }
+
+// Property: a batch applies its items in order, each with its own deduplication, and a
+// refused item changes nothing while the others apply. Set-up: a batch of three items, one
+// a retry of an earlier request id, one refused, plus a nested batch. Pass: responses as
+// described; counters count each admitted increment once.
+#[test]
+fn batches() {
+    let mut fx = Fx::new();
+    let p = fx.plan("p", Some(10), PeriodUnit::Day);
+    let (k, _) = fx.key("k");
+    fx.attach(p, k);
+    let incr = Command::Increment {
+        key: KeyRef::Id(k),
+        target: Target::Plan(p),
+        cost: Cost::new(2).unwrap(),
+    };
+    let first = fx.entry(incr.clone());
+    assert!(fx.state.apply(&first).is_ok());
+    let Outcome::Batch(responses) = fx.ok(Command::Batch(vec![
+        BatchItem {
+            request_id: first.request_id,
+            command: incr.clone(),
+        },
+        BatchItem {
+            request_id: Some(RequestId(9_000)),
+            command: Command::KeyDelete { key: KeyId(77) },
+        },
+        BatchItem {
+            request_id: Some(RequestId(9_001)),
+            command: incr.clone(),
+        },
+        BatchItem {
+            request_id: Some(RequestId(9_002)),
+            command: Command::Batch(vec![]),
+        },
+    ])) else {
+        panic!()
+    };
+    assert!(matches!(responses[0], Ok(Outcome::Increment(ref r)) if r.usage[0].used == 2));
+    assert!(matches!(responses[1], Err(ApplyError::NotFound { .. })));
+    assert!(matches!(responses[2], Ok(Outcome::Increment(ref r)) if r.usage[0].used == 4));
+    assert!(matches!(responses[3], Err(ApplyError::Invalid(_))));
+    assert_eq!(fx.usage(p, k).used, 4);
+    let items = (0..=limits::MAX_COMMANDS_PER_BATCH)
+        .map(|_| BatchItem {
+            request_id: None,
+            command: Command::Noop,
+        })
+        .collect();
+    let e = fx.err(Command::Batch(items));
+    assert!(e.to_string().contains("batch"), "{e}");
+}

@@ -41,9 +41,18 @@ enum Op {
     SetRemaining(u8, u8, u64),
     Advance(u64),
     Retry(usize),
+    /// Two commands in one `Command::Batch` entry.
+    Batched(Box<Op>, Box<Op>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        9 => simple_op(),
+        1 => (simple_op(), simple_op()).prop_map(|(a, b)| Op::Batched(Box::new(a), Box::new(b))),
+    ]
+}
+
+fn simple_op() -> impl Strategy<Value = Op> {
     let limit = prop_oneof![Just(None), (1u64..60).prop_map(Some)];
     prop_oneof![
         2 => (0u8..5).prop_map(Op::CreateKey),
@@ -184,6 +193,19 @@ impl Driver {
                 key: key(k),
                 remaining: r,
             },
+            Op::Batched(a, b) => {
+                let mut items = Vec::new();
+                for op in [a, b] {
+                    if let Some(command) = self.command(&op) {
+                        self.request += 1;
+                        items.push(BatchItem {
+                            request_id: Some(RequestId(self.request)),
+                            command,
+                        });
+                    }
+                }
+                Command::Batch(items)
+            }
             Op::Advance(_) | Op::Retry(_) => return None,
         })
     }
@@ -225,6 +247,11 @@ fn check_admissions(state: &State, seen: &BTreeMap<CounterKey, u64>) -> Result<(
 fn check_response(response: &Response) -> Result<(), TestCaseError> {
     let mut usages = Vec::new();
     match response {
+        Ok(Outcome::Batch(responses)) => {
+            for r in responses {
+                check_response(r)?;
+            }
+        }
         Ok(Outcome::Increment(r)) if r.allowed() => usages.extend(r.usage.iter().copied()),
         Ok(Outcome::Leases(results)) => {
             for r in results {

@@ -336,7 +336,8 @@ mod tests {
         Config::default().validate().unwrap();
         Config::dev().validate().unwrap();
         Config::dev().openraft().unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+        type Breaker = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Breaker, &str)> = vec![
             (Box::new(|c| c.node_id = 0), "node_id"),
             (
                 Box::new(|c| c.members[0].addr = "nowhere".into()),

@@ -13,11 +13,14 @@
 use crate::error::NodeError;
 use crate::network::{Peers, decode, encode};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use quota_core::{Command, Entry, RequestId, Response, State, Timestamp};
+use quota_core::limits::MAX_COMMANDS_PER_BATCH;
+use quota_core::{BatchItem, Command, Entry, Outcome, RequestId, Response, State, Timestamp};
 use quota_proto::v1::{Empty, RaftPayload};
 use quota_store::{NodeId, Raft, StateReader};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// What a follower sends the leader to have a command proposed.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +47,144 @@ pub struct QuotaNode {
     pub state: StateReader,
     pub peers: Peers,
     pub write_timeout: Duration,
+    pub batcher: Batcher,
+}
+
+/// Commands waiting to be proposed, at most this many (then callers wait: backpressure).
+const PROPOSAL_QUEUE_DEPTH: usize = 8192;
+/// Batches being replicated at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// One command waiting for the batcher.
+struct Pending {
+    request_id: Option<RequestId>,
+    command: Command,
+    reply: oneshot::Sender<ProposeReply>,
+}
+
+/// Packs concurrent proposals into one log entry ([`Command::Batch`]), so that many writes
+/// share one disk flush and one replication round: with 64 clients, one entry per write
+/// would mean 64 flushes in a row.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    /// Start the batching task for `raft`.
+    pub fn start(raft: Raft) -> Batcher {
+        let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_DEPTH);
+        tokio::spawn(run_batcher(raft, rx));
+        Batcher { tx }
+    }
+
+    async fn propose(&self, request_id: Option<RequestId>, command: Command) -> ProposeReply {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            request_id,
+            command,
+            reply,
+        };
+        if self.tx.send(pending).await.is_err() {
+            return ProposeReply::Unknown("the node is shutting down".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| ProposeReply::Unknown("the proposal was dropped".into()))
+    }
+}
+
+async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Wait for a free slot first: whatever queues meanwhile joins this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMMANDS_PER_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            propose_batch(&raft, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn propose_batch(raft: &Raft, mut batch: Vec<Pending>) {
+    if batch.len() == 1 {
+        if let Some(p) = batch.pop() {
+            let reply = client_write(raft, p.request_id, p.command).await;
+            let _ = p.reply.send(reply);
+        }
+        return;
+    }
+    let (items, replies): (Vec<BatchItem>, Vec<_>) = batch
+        .into_iter()
+        .map(|p| {
+            (
+                BatchItem {
+                    request_id: p.request_id,
+                    command: p.command,
+                },
+                p.reply,
+            )
+        })
+        .unzip();
+    match client_write(raft, None, Command::Batch(items)).await {
+        ProposeReply::Applied(Ok(Outcome::Batch(responses)))
+            if responses.len() == replies.len() =>
+        {
+            for (reply, response) in replies.into_iter().zip(responses) {
+                let _ = reply.send(ProposeReply::Applied(response));
+            }
+        }
+        ProposeReply::Applied(other) => {
+            let message = format!("a batch was answered with {other:?}");
+            tracing::error!("{message}");
+            for reply in replies {
+                let _ = reply.send(ProposeReply::Unknown(message.clone()));
+            }
+        }
+        ProposeReply::NotLeader { leader } => {
+            for reply in replies {
+                let _ = reply.send(ProposeReply::NotLeader { leader });
+            }
+        }
+        ProposeReply::Unknown(m) => {
+            for reply in replies {
+                let _ = reply.send(ProposeReply::Unknown(m.clone()));
+            }
+        }
+    }
+}
+
+/// Stamp a command with this (leader) node's clock and write it through Raft.
+async fn client_write(
+    raft: &Raft,
+    request_id: Option<RequestId>,
+    command: Command,
+) -> ProposeReply {
+    let entry = Entry {
+        request_id,
+        at: now_ms(),
+        command,
+    };
+    match raft.client_write(entry).await {
+        Ok(reply) => ProposeReply::Applied(reply.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ProposeReply::NotLeader {
+            leader: f.leader_id,
+        },
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            ProposeReply::Unknown(e.to_string())
+        }
+        Err(RaftError::Fatal(e)) => ProposeReply::Unknown(e.to_string()),
+    }
 }
 
 /// Wall-clock milliseconds, for stamping entries. Only the leader calls this.
@@ -160,23 +301,7 @@ impl QuotaNode {
         request_id: Option<RequestId>,
         command: Command,
     ) -> ProposeReply {
-        let entry = Entry {
-            request_id,
-            at: now_ms(),
-            command,
-        };
-        match self.raft.client_write(entry).await {
-            Ok(reply) => ProposeReply::Applied(reply.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                ProposeReply::NotLeader {
-                    leader: f.leader_id,
-                }
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                ProposeReply::Unknown(e.to_string())
-            }
-            Err(RaftError::Fatal(e)) => ProposeReply::Unknown(e.to_string()),
-        }
+        self.batcher.propose(request_id, command).await
     }
 
     /// Wait until this node's state reflects every write committed before the call.

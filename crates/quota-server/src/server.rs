@@ -4,7 +4,7 @@
 use crate::auth::AdminAuth;
 use crate::config::{Config, ConfigError};
 use crate::network::{NetworkFactory, Peers};
-use crate::node::{QuotaNode, now_ms};
+use crate::node::{Batcher, QuotaNode, now_ms};
 use crate::service::{
     admin::AdminService, cluster::ClusterService, data::DataService, raft::RaftService,
 };
@@ -77,6 +77,7 @@ pub async fn serve(
         state: reader,
         peers,
         write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
+        batcher: Batcher::start(raft.clone()),
     });
     bootstrap(&config, &raft).await?;
     let expiry = tokio::spawn(expire_leases(node.clone()));
@@ -184,10 +185,8 @@ async fn expire_leases(node: Arc<QuotaNode>) {
             .ok()
             .flatten()
             .is_some_and(|at| at <= now_ms());
-        if due {
-            if let Err(e) = node.write(None, Command::ExpireLeases).await {
-                tracing::warn!(error = %e, "expiring leases failed; will retry");
-            }
+        if due && let Err(e) = node.write(None, Command::ExpireLeases).await {
+            tracing::warn!(error = %e, "expiring leases failed; will retry");
         }
     }
 }
