@@ -200,10 +200,19 @@ async fn writes_to_isolated(client: &NodeClient, plan_id: &str, key: &str) -> Ve
         });
     }
     let mut answered = Vec::new();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok(Ok(Ok(reply))) = joined {
-            answered.push(format!("{:?}", reply.into_inner()));
-        }
+        let failure = match joined {
+            Ok(Ok(Ok(reply))) => {
+                answered.push(format!("{:?}", reply.into_inner()));
+                continue;
+            }
+            Ok(Ok(Err(status))) => format!("{:?}", status.code()),
+            Ok(Err(_)) => "no answer within the timeout".to_owned(),
+            Err(e) => format!("task failed: {e}"),
+        };
+        *failures.entry(failure).or_default() += 1;
     }
+    eprintln!("t20: writes to the cut-off node failed as: {failures:?}");
     answered
 }

@@ -30,6 +30,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Interval between polls of `Cluster.Status`.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Set this to keep every cluster's temp dir (configs, data, logs), not only failed ones.
+pub const KEEP_ENV: &str = "QUOTA_BLACKBOX_KEEP";
 /// Lines of each node's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -79,6 +81,11 @@ pub struct ClusterOpts {
     pub startup_timeout: Duration,
     /// Deadline of one RPC from the fixture's clients.
     pub request_timeout: Duration,
+    /// Write the per-link proxy addresses into the config's `[peers]` table instead of
+    /// passing them as `--peer ID=ADDR` flags. Off by default: quotad at 1031ac4 fails to
+    /// parse a `[peers]` table ("invalid type: string \"2\", expected u64": TOML keys are
+    /// strings and the map is keyed by u64), while the flags work.
+    pub peers_in_config: bool,
 }
 
 impl Default for ClusterOpts {
@@ -89,6 +96,7 @@ impl Default for ClusterOpts {
             rust_log: std::env::var("QUOTA_BLACKBOX_RUST_LOG").unwrap_or_else(|_| "info".into()),
             startup_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
+            peers_in_config: false,
         }
     }
 }
@@ -97,6 +105,8 @@ impl Default for ClusterOpts {
 struct Node {
     listen: SocketAddr,
     config: PathBuf,
+    /// Where this node dials each peer (that link's proxy).
+    peers: BTreeMap<u64, SocketAddr>,
     log: PathBuf,
     /// Byte offset in `log` where the output of the current (or last) run starts.
     run_log_start: u64,
@@ -209,7 +219,7 @@ impl Cluster {
                 &data_dir,
                 token_file.as_deref(),
                 &opts.raft,
-                &peers,
+                opts.peers_in_config.then_some(&peers),
             );
             std::fs::write(&config, text).context("write config")?;
             let client = NodeClient::new(
@@ -223,6 +233,11 @@ impl Cluster {
                 Node {
                     listen: listen[&id],
                     config,
+                    peers: if opts.peers_in_config {
+                        BTreeMap::new()
+                    } else {
+                        peers
+                    },
                     log: node_dir.join("quotad.log"),
                     run_log_start: 0,
                     runs: 0,
@@ -268,9 +283,11 @@ impl Cluster {
         )?;
         node.run_log_start = log.metadata()?.len();
         let mut cmd = Command::new(&bin);
-        cmd.arg("--config")
-            .arg(&node.config)
-            .env("RUST_LOG", rust_log)
+        cmd.arg("--config").arg(&node.config);
+        for (peer, addr) in &node.peers {
+            cmd.arg("--peer").arg(format!("{peer}={addr}"));
+        }
+        cmd.env("RUST_LOG", rust_log)
             // The token comes from the config's file only, never from the test's environment.
             .env_remove("QUOTAD_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -618,6 +635,13 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             self.dump();
+        } else if std::env::var_os(KEEP_ENV).is_some()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!(
+                "quota-blackbox: {KEEP_ENV} set; kept {}",
+                dir.keep().display()
+            );
         }
     }
 }
@@ -677,7 +701,7 @@ fn node_config(
     data_dir: &Path,
     admin_token_file: Option<&Path>,
     raft: &RaftTimings,
-    peers: &BTreeMap<u64, SocketAddr>,
+    peers: Option<&BTreeMap<u64, SocketAddr>>,
 ) -> String {
     let addr = listen[&id].to_string();
     let mut t = String::new();
@@ -715,9 +739,11 @@ fn node_config(
         "keep_logs_after_snapshot = {}\n",
         raft.keep_logs_after_snapshot
     ));
-    t.push_str("\n[peers]\n");
-    for (peer, addr) in peers {
-        t.push_str(&format!("{peer} = {}\n", toml_str(&addr.to_string())));
+    if let Some(peers) = peers {
+        t.push_str("\n[peers]\n");
+        for (peer, addr) in peers {
+            t.push_str(&format!("{peer} = {}\n", toml_str(&addr.to_string())));
+        }
     }
     for (member, addr) in listen {
         t.push_str(&format!(
