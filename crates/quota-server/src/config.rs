@@ -30,7 +30,9 @@ pub struct Config {
     /// Nodes added later (`AddNode`) start with just themselves listed, or none.
     pub members: Vec<MemberConfig>,
     /// Local dial overrides: node id -> the address this node dials for that peer, instead
-    /// of the address in the cluster membership (for proxies and tests).
+    /// of the address in the cluster membership (for proxies and tests). TOML keys are
+    /// strings, so the ids are written as `2 = "host:port"` and parsed here.
+    #[serde(deserialize_with = "peer_map")]
     pub peers: BTreeMap<u64, String>,
     /// File holding the admin bearer token. The token may also come from the
     /// `QUOTAD_ADMIN_TOKEN` environment variable; never from a flag value, which `ps` shows.
@@ -311,6 +313,18 @@ impl Config {
             other => Ok(other),
         }
     }
+}
+
+/// Read `[peers]`, whose keys TOML gives as strings, into node ids.
+fn peer_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, String>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(id, addr)| {
+            id.parse::<u64>()
+                .map(|id| (id, addr))
+                .map_err(|_| serde::de::Error::custom(format!("peers: `{id}` is not a node id")))
+        })
+        .collect()
 }
 
 fn check_addr(field: &str, addr: &str) -> Result<(), ConfigError> {
