@@ -48,10 +48,10 @@ impl Node {
         // Wait for the single node to elect itself.
         let mut cluster = ClusterClient::new(channel.clone());
         for _ in 0..100 {
-            if let Ok(s) = cluster.status(StatusRequest {}).await {
-                if s.into_inner().status.unwrap().leader_id == 1 {
-                    break;
-                }
+            if let Ok(s) = cluster.status(StatusRequest {}).await
+                && s.into_inner().status.unwrap().leader_id == 1
+            {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
