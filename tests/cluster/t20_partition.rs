@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use quota_blackbox::ops::{self, increment, request_id};
-use quota_blackbox::{Cluster, ClusterOpts, NodeClient};
+use quota_blackbox::{Cluster, ClusterOpts, LinkMode, NodeClient};
 
 /// The plan's quota: far above what the test spends.
 const LIMIT: u64 = 1_000_000;
@@ -27,8 +27,9 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 // heals, the node catches up and serves the majority's writes.
 // Set-up: 3 nodes; one plan (quota 1,000,000) with two keys: `main` takes writes through
 // the majority, `iso` only writes sent to the isolated node. Two rounds: first the leader
-// is isolated (its writes could sit uncommitted in its log), then a follower of the new
-// leader (its writes can only be forwarded into the cut). In each round: isolate, send 10
+// is isolated (its writes could sit uncommitted in its log) with its links refusing
+// connections, then a follower of the new leader (its writes can only be forwarded into the
+// cut) with its links blackholed (connections hang silently). In each round: isolate, send 10
 // increments of `iso` to the isolated node (3 s each), 50 increments of `main` to the
 // others (retried across them), heal.
 // Pass: no write to the isolated node is answered OK; every majority write is
@@ -56,13 +57,17 @@ async fn scenario(cluster: &mut Cluster) -> anyhow::Result<()> {
     let mut main_acked = BASELINE;
 
     let leader = cluster.leader().await.context("no leader before round 1")?;
+    let ids = Ids {
+        plan: &plan_id,
+        main: &main_key,
+        iso: &iso_key,
+    };
     round(
         cluster,
         "leader",
         leader,
-        &plan_id,
-        &main_key,
-        &iso_key,
+        LinkMode::Refuse,
+        &ids,
         &mut main_acked,
     )
     .await?;
@@ -77,26 +82,33 @@ async fn scenario(cluster: &mut Cluster) -> anyhow::Result<()> {
         cluster,
         "follower",
         follower,
-        &plan_id,
-        &main_key,
-        &iso_key,
+        LinkMode::Blackhole,
+        &ids,
         &mut main_acked,
     )
     .await?;
     Ok(())
 }
 
+/// The plan and the two keys.
+struct Ids<'a> {
+    plan: &'a str,
+    main: &'a str,
+    iso: &'a str,
+}
+
 async fn round(
     cluster: &mut Cluster,
     what: &str,
     victim: u64,
-    plan_id: &str,
-    main_key: &str,
-    iso_key: &str,
+    mode: LinkMode,
+    ids: &Ids<'_>,
     main_acked: &mut u64,
 ) -> anyhow::Result<()> {
-    eprintln!("t20: isolating node {victim} (the {what})");
-    cluster.isolate(victim);
+    let (plan_id, main_key, iso_key) = (ids.plan, ids.main, ids.iso);
+    eprintln!("t20: isolating node {victim} (the {what}), links {mode:?}");
+    cluster.isolate_with(victim, mode);
+    let cut_at = std::time::Instant::now();
     let isolated = cluster.client(victim);
     let majority: Vec<NodeClient> = cluster
         .ids()
@@ -107,17 +119,24 @@ async fn round(
 
     // Writes to the isolated node and to the majority, at the same time.
     let to_isolated = writes_to_isolated(&isolated, plan_id, iso_key);
-    let to_majority = ops::increments_admitted(
-        &majority,
-        plan_id,
-        main_key,
-        WRITES_TO_MAJORITY,
-        MAJORITY_WRITE_DEADLINE,
-    );
-    let (answered, majority_result) = tokio::join!(to_isolated, to_majority);
+    let to_majority = async {
+        let r = ops::increments_admitted(
+            &majority,
+            plan_id,
+            main_key,
+            WRITES_TO_MAJORITY,
+            MAJORITY_WRITE_DEADLINE,
+        )
+        .await;
+        (r, cut_at.elapsed())
+    };
+    let (answered, (majority_result, majority_took)) = tokio::join!(to_isolated, to_majority);
     majority_result
         .with_context(|| format!("the majority stopped serving with node {victim} cut off"))?;
     *main_acked += WRITES_TO_MAJORITY;
+    eprintln!(
+        "t20: the majority acknowledged {WRITES_TO_MAJORITY} writes {majority_took:?} after the cut"
+    );
     ensure!(
         answered.is_empty(),
         "node {victim} ({what}), cut off from the others, answered OK to {} of {WRITES_TO_ISOLATED} writes: {answered:?}",
@@ -151,12 +170,16 @@ async fn round(
     }
 
     cluster.heal(victim);
+    let healed_at = std::time::Instant::now();
     eprintln!("t20: healed node {victim}");
     let target = cluster
         .wait_caught_up(victim, CATCH_UP)
         .await
         .with_context(|| format!("node {victim} did not catch up after healing"))?;
-    eprintln!("t20: node {victim} applied the leader's index {target}");
+    eprintln!(
+        "t20: node {victim} applied the leader's index {target} {:?} after the heal",
+        healed_at.elapsed()
+    );
 
     for stale in [false, true] {
         let read = if stale {

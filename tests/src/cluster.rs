@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::binary::quotad_bin;
 use crate::client::NodeClient;
-use crate::proxy::LinkProxy;
+use crate::proxy::{LinkMode, LinkProxy};
 
 /// Attempts at starting a cluster. Ports are picked by binding port 0 and releasing it, so
 /// another process may take one before `quotad` binds it; a fresh set of ports usually
@@ -460,11 +460,23 @@ impl Cluster {
         self.proxies[&(from, to)].heal();
     }
 
-    /// Cuts every link to and from node `id`. Clients still reach it directly.
+    /// Cuts every link to and from node `id` (new connections are closed at once). Clients
+    /// still reach it directly.
     pub fn isolate(&self, id: u64) {
+        self.isolate_with(id, LinkMode::Refuse);
+    }
+
+    /// Like [`Cluster::isolate`], choosing how the links fail: `Refuse` (peers see their
+    /// connections closed) or `Blackhole` (new connections hang silently, like dropped
+    /// packets). Existing connections are dropped either way. `Open` heals.
+    pub fn isolate_with(&self, id: u64, mode: LinkMode) {
         for ((from, to), proxy) in &self.proxies {
             if *from == id || *to == id {
-                proxy.cut();
+                match mode {
+                    LinkMode::Open => proxy.heal(),
+                    LinkMode::Refuse => proxy.cut(),
+                    LinkMode::Blackhole => proxy.blackhole(),
+                }
             }
         }
     }
@@ -602,6 +614,7 @@ impl Cluster {
     }
 
     /// Ends a test: on error, prints the nodes' logs, keeps the temp dir and panics.
+    #[track_caller]
     pub fn finish(mut self, result: anyhow::Result<()>) {
         if let Err(e) = result {
             self.dump();
