@@ -81,10 +81,10 @@ pub struct ClusterOpts {
     pub startup_timeout: Duration,
     /// Deadline of one RPC from the fixture's clients.
     pub request_timeout: Duration,
-    /// Write the per-link proxy addresses into the config's `[peers]` table instead of
-    /// passing them as `--peer ID=ADDR` flags. Off by default: quotad at 1031ac4 fails to
-    /// parse a `[peers]` table ("invalid type: string \"2\", expected u64": TOML keys are
-    /// strings and the map is keyed by u64), while the flags work.
+    /// Write the per-link proxy addresses into the config's `[peers]` table (the default),
+    /// or pass them as `--peer ID=ADDR` flags instead (both are quotad interfaces; the flags
+    /// were the fixture's only way while quotad could not parse a `[peers]` table, fixed in
+    /// 6efe14f).
     pub peers_in_config: bool,
 }
 
@@ -96,7 +96,7 @@ impl Default for ClusterOpts {
             rust_log: std::env::var("QUOTA_BLACKBOX_RUST_LOG").unwrap_or_else(|_| "info".into()),
             startup_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
-            peers_in_config: false,
+            peers_in_config: true,
         }
     }
 }
