@@ -51,12 +51,13 @@ pub fn parse_time_ms(s: &str, now: Option<u64>) -> Result<u64, String> {
             }
         )
     };
-    if let Some(now) = now {
-        if s.chars().next().is_some_and(|c| c.is_ascii_digit()) && !s.contains('-') {
-            return parse_duration_ms(s)
-                .map(|d| now.saturating_add(d))
-                .map_err(|_| bad());
-        }
+    if let Some(now) = now
+        && s.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && !s.contains('-')
+    {
+        return parse_duration_ms(s)
+            .map(|d| now.saturating_add(d))
+            .map_err(|_| bad());
     }
     let (date_part, time_part) = match s.split_once(['T', 't', ' ']) {
         Some((d, t)) => (d, Some(t)),

@@ -295,22 +295,22 @@ fn key_patch(current: &v1::ApiKey, want: &DesiredKey) -> Option<(v1::KeyPatch, V
         d.push(format!("enabled {} -> {}", current.enabled, want.enabled));
         patch.enabled = Some(want.enabled);
     }
-    if let Some(expires) = want.expires_at {
-        if current.expires_at != expires {
-            let t = |ms| time(ms).unwrap_or_else(|| "never".into());
-            d.push(format!(
-                "expires {} -> {}",
-                t(current.expires_at),
-                t(expires)
-            ));
-            patch.expires_at = Some(expires);
-        }
+    if let Some(expires) = want.expires_at
+        && current.expires_at != expires
+    {
+        let t = |ms| time(ms).unwrap_or_else(|| "never".into());
+        d.push(format!(
+            "expires {} -> {}",
+            t(current.expires_at),
+            t(expires)
+        ));
+        patch.expires_at = Some(expires);
     }
-    if let Some(tags) = &want.tags {
-        if &current.tags != tags {
-            d.push(format!("tags {:?} -> {:?}", current.tags, tags));
-            patch.tags = Some(v1::TagSet { tags: tags.clone() });
-        }
+    if let Some(tags) = &want.tags
+        && &current.tags != tags
+    {
+        d.push(format!("tags {:?} -> {:?}", current.tags, tags));
+        patch.tags = Some(v1::TagSet { tags: tags.clone() });
     }
     (!d.is_empty()).then_some((patch, d))
 }

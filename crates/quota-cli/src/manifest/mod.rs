@@ -219,17 +219,17 @@ fn check(reader: &node::Reader<'_>, desired: &Desired) -> Result<(), ManifestErr
                 format!("a key named `{}` is defined twice", k.name),
             ));
         }
-        if let Some(v) = &k.value {
-            if let Some(other) = values.insert(v.as_str(), k.name.as_str()) {
-                return Err(reader.err(
-                    k.line,
-                    "value",
-                    format!(
-                        "key `{}` has the same value as key `{other}`; values must differ",
-                        k.name
-                    ),
-                ));
-            }
+        if let Some(v) = &k.value
+            && let Some(other) = values.insert(v.as_str(), k.name.as_str())
+        {
+            return Err(reader.err(
+                k.line,
+                "value",
+                format!(
+                    "key `{}` has the same value as key `{other}`; values must differ",
+                    k.name
+                ),
+            ));
         }
     }
     for p in &desired.plans {
@@ -320,12 +320,12 @@ pub fn check_key(
         let (path, line) = fields.locate(e.field());
         return Err(reader.err(line, path, e.to_string()));
     }
-    if let Some(value) = &key.value {
-        if let Err(e) = quota_core::Secret::import(value) {
-            let (path, line) = fields.locate("value");
-            // The message names the length or the rule, never the value.
-            return Err(reader.err(line, path, e.to_string()));
-        }
+    if let Some(value) = &key.value
+        && let Err(e) = quota_core::Secret::import(value)
+    {
+        let (path, line) = fields.locate("value");
+        // The message names the length or the rule, never the value.
+        return Err(reader.err(line, path, e.to_string()));
     }
     Ok(())
 }
