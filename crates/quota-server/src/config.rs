@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 /// Environment variable that may hold the admin bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "QUOTAD_ADMIN_TOKEN";
+/// Environment variable that may hold the gateway bearer token.
+pub const GATEWAY_TOKEN_ENV: &str = "QUOTAD_GATEWAY_TOKEN";
 /// Longest admin token read from a file or the environment, in bytes.
 pub const MAX_ADMIN_TOKEN_LEN: usize = 4096;
 /// Shortest admin token accepted, in bytes.
@@ -38,6 +40,9 @@ pub struct Config {
     /// `QUOTAD_ADMIN_TOKEN` environment variable; never from a flag value, which `ps` shows.
     /// Without a token, admin calls are not authenticated (fine on loopback, for `--dev`).
     pub admin_token_file: Option<PathBuf>,
+    /// File holding the token gateways present (`authorization: Bearer ...`) on the Gateway
+    /// service; or `QUOTAD_GATEWAY_TOKEN`. Without one, gateways are not authenticated.
+    pub gateway_token_file: Option<PathBuf>,
     /// Raft timing and log compaction.
     pub raft: RaftConfig,
     /// Request limits.
@@ -95,6 +100,7 @@ impl Default for Config {
             members: Vec::new(),
             peers: BTreeMap::new(),
             admin_token_file: None,
+            gateway_token_file: None,
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
         }
@@ -283,35 +289,54 @@ impl Config {
 
     /// The admin token, from `admin_token_file` or the environment; `None` if neither.
     pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
-        let token = match &self.admin_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .trim()
-                    .to_owned(),
+        read_token(
+            self.admin_token_file.as_deref(),
+            ADMIN_TOKEN_ENV,
+            "admin_token",
+        )
+    }
+
+    /// The gateway token, from `gateway_token_file` or the environment; `None` if neither.
+    pub fn gateway_token(&self) -> Result<Option<String>, ConfigError> {
+        read_token(
+            self.gateway_token_file.as_deref(),
+            GATEWAY_TOKEN_ENV,
+            "gateway_token",
+        )
+    }
+}
+
+/// A bearer token from a file or an environment variable, checked for length and
+/// characters. Errors never show the value.
+fn read_token(
+    file: Option<&std::path::Path>,
+    env: &str,
+    field: &str,
+) -> Result<Option<String>, ConfigError> {
+    let token = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(env).ok().map(|t| t.trim().to_owned()),
+    };
+    match token {
+        Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN || t.len() > MAX_ADMIN_TOKEN_LEN => Err(invalid(
+            field,
+            format!(
+                "must be {MIN_ADMIN_TOKEN_LEN} to {MAX_ADMIN_TOKEN_LEN} bytes long (the value is not shown)"
             ),
-            None => std::env::var(ADMIN_TOKEN_ENV)
-                .ok()
-                .map(|t| t.trim().to_owned()),
-        };
-        match token {
-            Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN || t.len() > MAX_ADMIN_TOKEN_LEN => {
-                Err(invalid(
-                    "admin_token",
-                    format!(
-                        "must be {MIN_ADMIN_TOKEN_LEN} to {MAX_ADMIN_TOKEN_LEN} bytes long (the value is not shown)"
-                    ),
-                ))
-            }
-            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => Err(invalid(
-                "admin_token",
-                "must be printable ASCII without spaces (the value is not shown)",
-            )),
-            other => Ok(other),
-        }
+        )),
+        Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => Err(invalid(
+            field,
+            "must be printable ASCII without spaces (the value is not shown)",
+        )),
+        other => Ok(other),
     }
 }
 

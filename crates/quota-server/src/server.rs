@@ -6,13 +6,15 @@ use crate::config::{Config, ConfigError};
 use crate::network::{NetworkFactory, Peers};
 use crate::node::{Batcher, QuotaNode, now_ms};
 use crate::service::{
-    admin::AdminService, cluster::ClusterService, data::DataService, raft::RaftService,
+    admin::AdminService, cluster::ClusterService, data::DataService, gateway::GatewayService,
+    raft::RaftService,
 };
 use openraft::BasicNode;
 use quota_core::Command;
 use quota_proto::v1::admin_server::AdminServer;
 use quota_proto::v1::cluster_server::ClusterServer;
 use quota_proto::v1::data_server::DataServer;
+use quota_proto::v1::gateway_server::GatewayServer;
 use quota_proto::v1::raft_server::RaftServer;
 use quota_store::Raft;
 use std::collections::BTreeMap;
@@ -51,6 +53,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let admin_token = config.admin_token()?;
+    let gateway_token = config.gateway_token()?;
     let raft_config = Arc::new(config.openraft()?);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
@@ -93,6 +96,10 @@ pub async fn serve(
         admin_token: admin_token.clone(),
     })
     .max_decoding_message_size(max_request);
+    let gateway = GatewayServer::new(GatewayService { node: node.clone() })
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(max_raft);
+    let gateway_auth = AdminAuth::new(gateway_token.as_deref());
     let data =
         DataServer::new(DataService { node: node.clone() }).max_decoding_message_size(max_request);
     let raft_service = RaftServer::new(RaftService { node: node.clone() })
@@ -116,6 +123,9 @@ pub async fn serve(
         .add_service(InterceptedService::new(admin, move |r| admin_auth.check(r)))
         .add_service(InterceptedService::new(cluster, move |r| {
             cluster_auth.check(r)
+        }))
+        .add_service(InterceptedService::new(gateway, move |r| {
+            gateway_auth.check(r)
         }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

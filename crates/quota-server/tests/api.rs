@@ -4,6 +4,7 @@
 use quota_proto::v1::admin_client::AdminClient;
 use quota_proto::v1::cluster_client::ClusterClient;
 use quota_proto::v1::data_client::DataClient;
+use quota_proto::v1::gateway_client::GatewayClient;
 use quota_proto::v1::*;
 use quota_server::config::{Config, MemberConfig};
 use std::time::Duration;
@@ -595,5 +596,166 @@ async fn admin_token_is_required_when_configured() {
         .unwrap()
         .into_inner();
     assert!(!r.allowed);
+    node.stop().await;
+}
+
+// Property: the gateway service grants and settles leases against the quota, looks keys up
+// by secret hash, and streams key changes. Set-up: one node, a plan of 100, an attached key,
+// a watch stream. Pass: the stream starts with the plan and `synced`; disabling the key
+// arrives as an upsert with enabled = false; a lookup finds the key and its plan, a random
+// hash finds nothing; a lease of 10 settled with 3 spent leaves used = 3.
+#[tokio::test]
+async fn gateway_leases_lookup_and_watch() {
+    use sha2::{Digest, Sha256};
+    let node = Node::start(None).await;
+    let mut admin = node.admin();
+    let mut gateway = GatewayClient::new(node.channel.clone());
+    let plan = admin
+        .create_plan(CreatePlanRequest {
+            request_id: vec![],
+            spec: Some(plan_spec("basic", 100)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let created = admin
+        .create_key(CreateKeyRequest {
+            request_id: vec![],
+            spec: Some(KeySpec {
+                name: "gw-key".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let key = created.key.unwrap();
+    admin
+        .attach(AttachRequest {
+            request_id: vec![],
+            plan: plan_sel(&plan.id),
+            key: key_sel(&key.id),
+            extra_per_period: 0,
+        })
+        .await
+        .unwrap();
+
+    let mut stream = gateway
+        .watch(WatchRequest {
+            gateway_id: "gw-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.event, Some(watch_event::Event::PlanUpserted(ref p)) if p.id == plan.id)
+    );
+    let synced = stream.message().await.unwrap().unwrap();
+    assert!(matches!(synced.event, Some(watch_event::Event::Synced(_))));
+    admin
+        .set_key_enabled(SetKeyEnabledRequest {
+            request_id: vec![],
+            key: key_sel(&key.id),
+            enabled: false,
+        })
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("a change within one second")
+        .unwrap()
+        .unwrap();
+    assert!(change.revision > synced.revision);
+    match change.event {
+        Some(watch_event::Event::KeyUpserted(k)) => assert!(!k.enabled && k.id == key.id),
+        other => panic!("{other:?}"),
+    }
+    admin
+        .set_key_enabled(SetKeyEnabledRequest {
+            request_id: vec![],
+            key: key_sel(&key.id),
+            enabled: true,
+        })
+        .await
+        .unwrap();
+
+    let hash = Sha256::digest(created.secret.as_bytes()).to_vec();
+    let found = gateway
+        .lookup_key(LookupKeyRequest {
+            secret_hash: hash,
+            allow_stale: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(found.key.unwrap().id, key.id);
+    assert_eq!(found.plans.len(), 1);
+    let missing = gateway
+        .lookup_key(LookupKeyRequest {
+            secret_hash: vec![0; 32],
+            allow_stale: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(missing.key.is_none());
+    let bad = gateway
+        .lookup_key(LookupKeyRequest {
+            secret_hash: vec![0; 3],
+            allow_stale: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    let granted = gateway
+        .leases(LeasesRequest {
+            request_id: vec![],
+            gateway_id: "gw-1".into(),
+            ops: vec![LeaseOp {
+                op: Some(lease_op::Op::Grant(LeaseGrant {
+                    plan_id: plan.id.clone(),
+                    key_id: key.id.clone(),
+                    want: 10,
+                    ttl_ms: 5_000,
+                })),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let lease = match &granted.results[0].result {
+        Some(lease_result::Result::Granted(g)) => g.lease.clone().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(lease.granted, 10);
+    let settled = gateway
+        .leases(LeasesRequest {
+            request_id: vec![],
+            gateway_id: "gw-1".into(),
+            ops: vec![LeaseOp {
+                op: Some(lease_op::Op::Settle(LeaseSettle {
+                    lease_id: lease.lease_id.clone(),
+                    spent: 3,
+                    renew: None,
+                    ttl_ms: 0,
+                })),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match &settled.results[0].result {
+        Some(lease_result::Result::Settled(s)) => {
+            let u = s.usage.clone().unwrap();
+            assert_eq!((u.used, u.reserved, u.remaining), (3, 0, Some(97)));
+        }
+        other => panic!("{other:?}"),
+    }
     node.stop().await;
 }

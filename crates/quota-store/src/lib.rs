@@ -37,7 +37,7 @@ use std::sync::{PoisonError, RwLockReadGuard};
 
 pub use error::StoreError;
 pub use log_store::LogStore;
-pub use state_machine::{SnapshotBuilder, StateMachineStore};
+pub use state_machine::{APPLIED_FEED_CAPACITY, AppliedEvent, SnapshotBuilder, StateMachineStore};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for quotad: log entries carry `quota_core::Entry`,
@@ -126,6 +126,7 @@ pub async fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreErr
 #[derive(Clone)]
 pub struct StateReader {
     applied: state_machine::SharedApplied,
+    feed: state_machine::AppliedFeed,
 }
 
 impl std::fmt::Debug for StateReader {
@@ -135,8 +136,14 @@ impl std::fmt::Debug for StateReader {
 }
 
 impl StateReader {
-    fn new(applied: state_machine::SharedApplied) -> StateReader {
-        StateReader { applied }
+    fn new(applied: state_machine::SharedApplied, feed: state_machine::AppliedFeed) -> StateReader {
+        StateReader { applied, feed }
+    }
+
+    /// Follow applied entries from now on. Subscribe before reading the state, then skip
+    /// events at or below the index the read saw.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<AppliedEvent>> {
+        self.feed.subscribe()
     }
 
     fn lock(&self) -> Result<RwLockReadGuard<'_, state_machine::Applied>, StoreError> {

@@ -40,6 +40,25 @@ pub(crate) struct Applied {
 /// on the hot path should not pay for an async lock.
 pub(crate) type SharedApplied = Arc<RwLock<Applied>>;
 
+/// How many applied entries a slow watcher may fall behind before it is told to start over.
+pub const APPLIED_FEED_CAPACITY: usize = 4096;
+
+/// What the state machine tells watchers (the server's change streams) as it applies.
+#[derive(Debug)]
+pub enum AppliedEvent {
+    /// A client entry was applied at log `index` and answered `response`.
+    Entry {
+        index: u64,
+        entry: quota_core::Entry,
+        response: Response,
+    },
+    /// A snapshot replaced the whole state at log `index`: watchers must start over.
+    Reset { index: u64 },
+}
+
+/// The feed of applied events. Sending costs nothing when nobody subscribes.
+pub(crate) type AppliedFeed = tokio::sync::broadcast::Sender<Arc<AppliedEvent>>;
+
 /// The persisted latest snapshot.
 #[derive(Clone)]
 struct SnapshotStore {
@@ -140,6 +159,7 @@ fn snapshot_err(
 pub struct StateMachineStore {
     applied: SharedApplied,
     snapshots: SnapshotStore,
+    feed: AppliedFeed,
 }
 
 impl fmt::Debug for StateMachineStore {
@@ -175,12 +195,13 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             applied: Arc::new(RwLock::new(applied)),
             snapshots,
+            feed: tokio::sync::broadcast::channel(APPLIED_FEED_CAPACITY).0,
         })
     }
 
     /// A cheap, cloneable read handle on the state, for the server's read paths.
     pub fn reader(&self) -> StateReader {
-        StateReader::new(self.applied.clone())
+        StateReader::new(self.applied.clone(), self.feed.clone())
     }
 
     /// Apply a batch under one write lock. Synchronous, so the guard never crosses an await.
@@ -204,7 +225,18 @@ impl StateMachineStore {
             }
             let response = match entry.payload {
                 EntryPayload::Blank => Ok(Outcome::Done),
-                EntryPayload::Normal(ref command) => applied.state.apply(command),
+                EntryPayload::Normal(ref command) => {
+                    let response = applied.state.apply(command);
+                    if self.feed.receiver_count() > 0 {
+                        // No receiver is not an error: watchers come and go.
+                        let _ = self.feed.send(Arc::new(AppliedEvent::Entry {
+                            index: entry.log_id.index,
+                            entry: command.clone(),
+                            response: response.clone(),
+                        }));
+                    }
+                    response
+                }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Ok(Outcome::Done)
@@ -327,6 +359,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
+        drop(applied);
+        let _ = self.feed.send(Arc::new(AppliedEvent::Reset {
+            index: meta.last_log_id.map_or(0, |l| l.index),
+        }));
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "installed a snapshot");
         Ok(())
     }

@@ -3,4 +3,5 @@
 pub mod admin;
 pub mod cluster;
 pub mod data;
+pub mod gateway;
 pub mod raft;

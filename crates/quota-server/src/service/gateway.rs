@@ -1,0 +1,242 @@
+//! The `quota.v1.Gateway` service, for gateways linking the client crate: batched leases,
+//! key lookups by secret hash, and a watch stream of key and plan changes.
+//!
+//! Watch: subscribe to the state machine's applied feed, then read every plan at the applied
+//! index `r` and send it, then `synced`, then a change for each later entry that touched a
+//! key, plan or association. A change names what changed; its content is read from the
+//! current state when it is sent (so a replayed, deduplicated response can never resend
+//! stale data: the gateway always converges on the newest state). A watcher that falls
+//! behind, or a snapshot that replaces the state, ends the stream with ABORTED; the gateway
+//! reconnects and starts from the full state again.
+
+use crate::node::{QuotaNode, now_ms};
+use quota_core::{Command, KeyId, Outcome, PlanId, Response as CoreResponse, State};
+use quota_proto::ToStatus;
+use quota_proto::convert::lease::{LeaseBatch, gateway_key, secret_hash};
+use quota_proto::convert::millis;
+use quota_proto::v1::gateway_server::Gateway;
+use quota_proto::v1::watch_event::Event;
+use quota_proto::v1::*;
+use quota_store::AppliedEvent;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct GatewayService {
+    pub node: Arc<QuotaNode>,
+}
+
+/// Events buffered per watcher before it is considered slow.
+const WATCH_BUFFER: usize = 1024;
+
+/// What an applied command changed, by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Key(KeyId),
+    Rotated(KeyId),
+    Plan(PlanId),
+    Association(PlanId, KeyId),
+}
+
+/// The changes of one applied command (recursing into batches). Refused commands change
+/// nothing.
+fn changes(command: &Command, response: &CoreResponse, out: &mut Vec<Change>) {
+    if response.is_err() {
+        return;
+    }
+    match (command, response) {
+        (Command::Batch(items), Ok(Outcome::Batch(responses))) => {
+            for (item, response) in items.iter().zip(responses) {
+                changes(&item.command, response, out);
+            }
+        }
+        (Command::KeyCreate { .. } | Command::KeyImport { .. }, Ok(Outcome::Key(k))) => {
+            out.push(Change::Key(k.id))
+        }
+        (
+            Command::KeyUpdate { key, .. }
+            | Command::KeySetEnabled { key, .. }
+            | Command::KeyDelete { key },
+            _,
+        ) => out.push(Change::Key(*key)),
+        (Command::KeyRotate { key, .. }, _) => out.push(Change::Rotated(*key)),
+        (Command::PlanCreate { .. }, Ok(Outcome::Plan(p))) => out.push(Change::Plan(p.id)),
+        (Command::PlanUpdate { plan, .. } | Command::PlanDelete { plan }, _) => {
+            out.push(Change::Plan(*plan))
+        }
+        (Command::Attach { plan, key, .. } | Command::Detach { plan, key }, _) => {
+            out.push(Change::Association(*plan, *key))
+        }
+        _ => {}
+    }
+}
+
+/// The event for a change, as the state now stands.
+fn event(state: &State, change: Change) -> Event {
+    match change {
+        Change::Key(id) => match state.get_key(id) {
+            Some(k) => Event::KeyUpserted(ApiKey::from(k)),
+            None => Event::KeyDeleted(id.to_string()),
+        },
+        Change::Rotated(id) => match state.get_key(id) {
+            Some(k) => Event::KeyRotated(KeyRotated {
+                key_id: id.to_string(),
+                previous_valid_until: millis(k.previous.as_ref().map(|p| p.valid_until)),
+            }),
+            None => Event::KeyDeleted(id.to_string()),
+        },
+        Change::Plan(id) => match state.get_plan(id) {
+            Some(p) => Event::PlanUpserted(UsagePlan::from(p)),
+            None => Event::PlanDeleted(id.to_string()),
+        },
+        Change::Association(plan, key) => match state.association(plan, key) {
+            Some(a) => Event::Attached(Association::from(a)),
+            None => Event::Detached(Detached {
+                plan_id: plan.to_string(),
+                key_id: key.to_string(),
+            }),
+        },
+    }
+}
+
+async fn run_watch(
+    node: Arc<QuotaNode>,
+    mut feed: broadcast::Receiver<Arc<AppliedEvent>>,
+    tx: mpsc::Sender<Result<WatchEvent, Status>>,
+) {
+    let initial = node.state.read_with_applied(|s, applied| {
+        let plans: Vec<UsagePlan> = s.plans(None).map(UsagePlan::from).collect();
+        (applied.map_or(0, |l| l.index), plans)
+    });
+    let (start, plans) = match initial {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+            return;
+        }
+    };
+    for plan in plans {
+        let ev = WatchEvent {
+            revision: start,
+            event: Some(Event::PlanUpserted(plan)),
+        };
+        if tx.send(Ok(ev)).await.is_err() {
+            return;
+        }
+    }
+    let synced = WatchEvent {
+        revision: start,
+        event: Some(Event::Synced(Synced {})),
+    };
+    if tx.send(Ok(synced)).await.is_err() {
+        return;
+    }
+    let mut pending = Vec::new();
+    loop {
+        let applied = match feed.recv().await {
+            Ok(a) => a,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let msg = format!(
+                    "this watcher fell {n} changes behind; reconnect to start from the full state"
+                );
+                let _ = tx.send(Err(Status::aborted(msg))).await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let (index, entry, response) = match &*applied {
+            AppliedEvent::Entry {
+                index,
+                entry,
+                response,
+            } => (*index, entry, response),
+            AppliedEvent::Reset { .. } => {
+                let msg = "the node installed a snapshot; reconnect to start from the full state";
+                let _ = tx.send(Err(Status::aborted(msg))).await;
+                return;
+            }
+        };
+        if index <= start {
+            continue;
+        }
+        pending.clear();
+        changes(&entry.command, response, &mut pending);
+        if pending.is_empty() {
+            continue;
+        }
+        let events = node
+            .state
+            .read(|s| pending.iter().map(|c| event(s, *c)).collect::<Vec<_>>());
+        let Ok(events) = events else { return };
+        for ev in events {
+            let ev = WatchEvent {
+                revision: index,
+                event: Some(ev),
+            };
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    async fn leases(
+        &self,
+        request: Request<LeasesRequest>,
+    ) -> Result<Response<LeasesResponse>, Status> {
+        let batch = LeaseBatch::try_from(request.into_inner()).map_err(|e| e.to_status())?;
+        let command = Command::Leases {
+            gateway: batch.gateway,
+            ops: batch.ops,
+        };
+        match self.node.write(batch.request_id, command).await? {
+            Ok(Outcome::Leases(results)) => Ok(Response::new(LeasesResponse {
+                results: results.into_iter().map(LeaseResult::from).collect(),
+            })),
+            Ok(other) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            Err(e) => Err(e.to_status()),
+        }
+    }
+
+    async fn lookup_key(
+        &self,
+        request: Request<LookupKeyRequest>,
+    ) -> Result<Response<LookupKeyResponse>, Status> {
+        let req = request.into_inner();
+        let hash = secret_hash(&req.secret_hash).map_err(|e| e.to_status())?;
+        let now = now_ms();
+        let key = self
+            .node
+            .read(req.allow_stale, |s| {
+                s.key_by_hash(&hash, now)
+                    .map(|k| gateway_key(k, &hash, s.key_associations(k.id)))
+            })
+            .await?;
+        Ok(Response::new(LookupKeyResponse { key }))
+    }
+
+    type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let gateway = request.into_inner().gateway_id;
+        if gateway.len() > quota_core::limits::MAX_GATEWAY_ID_LEN {
+            return Err(Status::invalid_argument(format!(
+                "gateway_id is {} bytes long; the limit is {}",
+                gateway.len(),
+                quota_core::limits::MAX_GATEWAY_ID_LEN
+            )));
+        }
+        // Subscribe before reading, so no change between the read and the subscription is lost.
+        let feed = self.node.state.subscribe();
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(run_watch(self.node.clone(), feed, tx));
+        tracing::debug!(gateway = %gateway, "watch started");
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
