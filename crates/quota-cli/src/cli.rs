@@ -31,6 +31,7 @@ pub struct Cli {
 
 /// Options every command takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Nodes to talk to, comma-separated URLs (any node will do; followers forward).
     #[arg(
@@ -46,7 +47,8 @@ pub struct Global {
     /// no token is needed when the cluster has none configured, as with `quotad --dev`).
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Print JSON with stable field names instead of tables (see the crate docs).
+    /// Print JSON instead of tables (stable field names, listed in the quota-cli crate docs:
+    /// `cargo doc -p quota-cli --open`, module `output`).
     #[arg(long, global = true)]
     pub json: bool,
     /// Keep retrying an unavailable cluster for this many seconds (same request id, next
@@ -67,9 +69,18 @@ pub enum Command {
     #[command(subcommand)]
     Plan(PlanCmd),
     /// Usage report of a plan per key and day; grant extra quota; set what remains.
+    #[command(after_help = "Examples:\n  \
+        quotactl usage free                                 # every key, the last 7 days\n  \
+        quotactl usage free --key alice --from 2025-03-01 --to 2025-03-31\n  \
+        quotactl usage grant free alice 500                 # +500 this period only\n  \
+        quotactl usage set-remaining free alice 0           # stop alice until the reset")]
     Usage(UsageArgs),
     /// Count a request directly (linearizable; for scripts and tests). Exit status 1 when
     /// the request is denied.
+    #[command(after_help = "Examples:\n  \
+        quotactl incr alice --plan free              # one unit against plan free\n  \
+        quotactl incr k12 --api shop --stage prod --route \"GET /items\" --cost 5\n  \
+        printf %s \"$SECRET\" | quotactl incr --secret-stdin --api shop --stage prod")]
     Incr(IncrArgs),
     /// Make the cluster's keys and plans match a file (a serverless.yml, or the native
     /// YAML/TOML format). Prints the changes; --dry-run only prints them.
@@ -257,6 +268,10 @@ pub struct PlanSpecArgs {
 #[derive(Debug, Subcommand)]
 pub enum PlanCmd {
     /// Create a usage plan.
+    #[command(after_help = "Examples:\n  \
+        quotactl plan create free --limit 1000 --period day --rate 10 --burst 20 --stage shop/prod\n  \
+        quotactl plan create gold --limit 100000 --period month --month-start-day 15 \\\n      \
+        --stage shop/prod --route-throttle \"POST /orders=5:10\"")]
     Create {
         /// Unique name of the plan.
         name: String,

@@ -693,3 +693,32 @@ fn native_format_yaml_and_toml() {
     );
     assert_eq!(node.snapshot(), before);
 }
+
+// Property: against a cluster with an admin token, quotactl sends the token from
+// QUOTA_TOKEN or --token-file, and without it is refused with a hint (exit 1).
+// Set-up: one node started with QUOTAD_ADMIN_TOKEN. Pass: no token exits 1 naming
+// QUOTA_TOKEN; a wrong token exits 1; the right token from either source exits 0.
+#[test]
+fn admin_token_from_env_or_file() {
+    let token = "test-admin-token-0123456789";
+    let node = Node::start_with(Some(token));
+    let run = node.q(&["key", "list"]).expect(EXIT_REFUSED);
+    assert!(
+        run.stderr.contains("UNAUTHENTICATED") && run.stderr.contains("QUOTA_TOKEN"),
+        "{}",
+        run.stderr
+    );
+    node.q_env(
+        &["key", "list"],
+        &[("QUOTA_TOKEN", "wrong-token-0123456789")],
+    )
+    .expect(EXIT_REFUSED);
+    node.q_env(&["key", "create", "tok"], &[("QUOTA_TOKEN", token)])
+        .expect(0);
+    let file = node.file("token", &format!("{token}\n"));
+    let list = node
+        .q(&["--json", "--token-file", &file, "key", "list"])
+        .expect(0)
+        .json();
+    assert_eq!(list[0]["name"], "tok");
+}

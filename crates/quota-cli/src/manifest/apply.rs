@@ -9,7 +9,7 @@
 use super::{Desired, DesiredKey};
 use crate::client::{Client, new_request_id};
 use crate::error::CliError;
-use crate::output::{print_json, quota_text, stages_text, throttle_text, time};
+use crate::output::{Table, print_json, quota_text, stages_text, throttle_text, time};
 use quota_proto::v1;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -758,9 +758,11 @@ pub async fn apply(
             println!(
                 "Secrets of the new keys. They are shown this once and cannot be shown again: store them now."
             );
+            let mut table = Table::new(&["KEY", "ID", "SECRET"]);
             for s in &report.secrets {
-                println!("  {}  {}  {}", s.name, s.id, s.secret);
+                table.row(vec![s.name.clone(), s.id.clone(), s.secret.clone()]);
             }
+            table.print();
         }
     }
     match failure {

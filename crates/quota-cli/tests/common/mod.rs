@@ -111,10 +111,11 @@ pub fn quotactl_env(
     use std::io::Write;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quotactl"));
     cmd.args(args)
-        .envs(envs.iter().copied())
         .env("QUOTA_ENDPOINTS", endpoint)
         .env_remove("QUOTA_TOKEN")
         .env_remove("QUOTA_RETRY_FOR")
+        // After the removals, so a test can set QUOTA_TOKEN.
+        .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -138,24 +139,31 @@ pub struct Node {
 impl Node {
     /// Start `quotad --dev --listen 127.0.0.1:PORT --data-dir DIR` and wait for a leader.
     pub fn start() -> Node {
+        Node::start_with(None)
+    }
+
+    /// Start a node that requires `admin_token` (via QUOTAD_ADMIN_TOKEN) when given.
+    pub fn start_with(admin_token: Option<&str>) -> Node {
         let bin = quotad_bin();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("quotad.log")).expect("log file");
-        let child = Command::new(bin)
-            .args([
-                "--dev",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .env_remove("QUOTAD_ADMIN_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn quotad");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("QUOTAD_ADMIN_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log);
+        if let Some(token) = admin_token {
+            cmd.env("QUOTAD_ADMIN_TOKEN", token);
+        }
+        let child = cmd.spawn().expect("spawn quotad");
         let node = Node {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -163,7 +171,11 @@ impl Node {
         };
         let started = Instant::now();
         loop {
-            let run = node.q(&["--json", "--retry-for", "1", "cluster", "status"]);
+            let token = admin_token.unwrap_or_default();
+            let run = node.q_env(
+                &["--json", "--retry-for", "1", "cluster", "status"],
+                &[("QUOTA_TOKEN", token)],
+            );
             if run.code == 0 && run.json()["leader_id"].as_u64().is_some() {
                 return node;
             }
