@@ -77,7 +77,9 @@ impl fmt::Display for Unreachable {
 
 fn refusal_text(code: &tonic::Code, message: &str) -> String {
     let hint = match code {
-        tonic::Code::NotFound => "check the id or name (`quotactl key list`, `quotactl plan list`)",
+        tonic::Code::NotFound => {
+            "check the id or name (`quotactl key list`, `quotactl plan list`, `quotactl cluster status`)"
+        }
         tonic::Code::AlreadyExists => "pick another name, or change the existing one",
         tonic::Code::Unauthenticated => {
             "set QUOTA_TOKEN or --token-file to the cluster's admin token"

@@ -10,8 +10,8 @@ const EXIT_UNREACHABLE: i32 = 3;
 
 // Property: a key goes through its whole lifecycle from the CLI, and --json prints the
 // documented field names; the secret is printed at creation and rotation only.
-// Set-up: one node; create, get (by name and id), list, update, disable, enable, rotate,
-// delete, then get again.
+// Set-up: one node; create, get (by name and id), list (also through a dead endpoint
+// listed first), update, disable, enable, rotate, delete, then get again.
 // Pass: each step exits 0 with the expected JSON fields; the rotated secret differs; a
 // get after delete exits 1 (not found).
 #[test]
@@ -62,6 +62,13 @@ fn key_lifecycle_with_json() {
 
     let list = node.q(&["--json", "key", "list"]).expect(0).json();
     assert_eq!(list.as_array().map(Vec::len), Some(1));
+    // A dead endpoint first in the list: the call moves on to the next one.
+    let endpoints = format!("http://127.0.0.1:{},{}", free_port(), node.endpoint);
+    let via_second = node
+        .q(&["--json", "--endpoints", &endpoints, "key", "list"])
+        .expect(0)
+        .json();
+    assert_eq!(via_second, list);
     let table = node.q(&["key", "list"]).expect(0);
     assert!(table.stdout.starts_with("ID"), "{}", table.stdout);
     assert!(!table.stdout.contains(&secret));
