@@ -35,11 +35,16 @@ impl AdminAuth {
     }
 
     pub fn check<T>(&self, request: Request<T>) -> Result<Request<T>, Status> {
+        self.check_metadata(request.metadata())?;
+        Ok(request)
+    }
+
+    /// Check the `authorization` header of a request's metadata.
+    pub fn check_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
         let Some(expected) = &self.digest else {
-            return Ok(request);
+            return Ok(());
         };
-        let presented = request
-            .metadata()
+        let presented = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
@@ -50,7 +55,7 @@ impl AdminAuth {
             })?;
         let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         if constant_time_eq(&digest, expected) {
-            Ok(request)
+            Ok(())
         } else {
             Err(Status::unauthenticated(
                 "the admin bearer token is not valid",

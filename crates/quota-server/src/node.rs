@@ -212,7 +212,9 @@ enum Attempt<T> {
 impl QuotaNode {
     /// The current leader and its membership address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        // Borrow, not clone: this runs on every write and read.
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
         let leader = metrics.current_leader?;
         let addr = metrics
             .membership_config

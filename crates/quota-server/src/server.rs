@@ -100,8 +100,11 @@ pub async fn serve(
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(max_raft);
     let gateway_auth = AdminAuth::new(gateway_token.as_deref());
-    let data =
-        DataServer::new(DataService { node: node.clone() }).max_decoding_message_size(max_request);
+    let data = DataServer::new(DataService {
+        node: node.clone(),
+        admin_auth: auth.clone(),
+    })
+    .max_decoding_message_size(max_request);
     let raft_service = RaftServer::new(RaftService { node: node.clone() })
         .max_decoding_message_size(max_raft)
         .max_encoding_message_size(max_raft);

@@ -12,6 +12,9 @@ use tonic::{Request, Response, Status};
 
 pub struct DataService {
     pub node: Arc<QuotaNode>,
+    /// An increment that names its key by id (not by secret) spends that key's quota without
+    /// knowing its secret: that needs the admin token, when one is configured.
+    pub admin_auth: crate::auth::AdminAuth,
 }
 
 #[tonic::async_trait]
@@ -20,6 +23,17 @@ impl Data for DataService {
         &self,
         request: Request<IncrementRequest>,
     ) -> Result<Response<IncrementResponse>, Status> {
+        let by_id = matches!(
+            request.get_ref().key,
+            Some(quota_proto::v1::increment_request::Key::KeyId(_))
+        );
+        if by_id {
+            self.admin_auth
+                .check_metadata(request.metadata())
+                .map_err(|e| {
+                    Status::unauthenticated(format!("{} (needed to name a key by id)", e.message()))
+                })?;
+        }
         let call = IncrementCall::try_from(request.into_inner()).map_err(|e| e.to_status())?;
         let target = match call.target {
             quota_proto::convert::data::IncrementTarget::Plan(quota_proto::Selector::Name(
