@@ -216,10 +216,10 @@ type CounterKey = (KeyId, PlanId, Timestamp);
 /// The highest limit in force for each counter period seen so far.
 fn record_limits(state: &State, seen: &mut BTreeMap<CounterKey, u64>) {
     for (key, plan, counter) in state.counters() {
-        if let Some(limit) = state.counter_limit(key, plan) {
-            let e = seen.entry((key, plan, counter.window.start)).or_insert(0);
-            *e = (*e).max(limit);
-        }
+        // A plan without a quota admits without limit: record that as the highest limit.
+        let limit = state.counter_limit(key, plan).unwrap_or(u64::MAX);
+        let e = seen.entry((key, plan, counter.window.start)).or_insert(0);
+        *e = (*e).max(limit);
     }
 }
 
