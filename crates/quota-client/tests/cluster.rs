@@ -1,0 +1,359 @@
+//! The client against real three-node `quotad` clusters (the `quota-blackbox` fixture).
+//! Run: `cargo test -p quota-client --test cluster -- --test-threads=1`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, ensure};
+use quota_blackbox::ops::{self, request_id, retry};
+use quota_blackbox::{Cluster, ClusterOpts, NodeClient};
+use quota_client::{Client, ClientConfig, Decision, DenyKind, DenyReason};
+use quota_proto::v1;
+
+const API: &str = "orders";
+const STAGE: &str = "prod";
+const ROUTE: &str = "GET /orders";
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn endpoints(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .ids()
+        .into_iter()
+        .map(|id| format!("http://{}", cluster.addr(id)))
+        .collect()
+}
+
+/// A plan with quota `limit` and a key in it; answers (plan id, key id, secret).
+async fn plan_and_key(
+    clients: &[NodeClient],
+    name: &str,
+    limit: u64,
+) -> anyhow::Result<(String, String, String)> {
+    let plan = ops::create_plan(clients, name, limit, DEADLINE).await?;
+    let req = v1::CreateKeyRequest {
+        request_id: request_id(),
+        spec: Some(v1::KeySpec {
+            name: format!("{name}-key"),
+            ..Default::default()
+        }),
+    };
+    let reply = retry(clients, 0, DEADLINE, |mut c| {
+        let req = req.clone();
+        async move { c.admin.create_key(req).await }
+    })
+    .await?;
+    let key = reply.key.ok_or_else(|| anyhow!("no key"))?.id;
+    ops::attach(clients, &plan, &key, DEADLINE).await?;
+    Ok((plan, key, reply.secret))
+}
+
+async fn gateways(
+    cluster: &Cluster,
+    n: usize,
+    tune: impl Fn(&mut ClientConfig),
+) -> anyhow::Result<Vec<Client>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut cfg = ClientConfig::new(endpoints(cluster), format!("gw-{i}"));
+        tune(&mut cfg);
+        out.push(Client::connect(cfg).await.context("gateway connects")?);
+    }
+    Ok(out)
+}
+
+/// What the workers of all gateways saw.
+#[derive(Default)]
+struct Tally {
+    committed: AtomicU64,
+    refunded: AtomicU64,
+    denied_quota: AtomicU64,
+    denied_other: AtomicU64,
+    unavailable: AtomicU64,
+    /// Monotonic ms (since `start`) of the latest admission any worker saw.
+    last_admit_ms: AtomicU64,
+}
+
+/// Runs `workers` tasks per gateway, each checking `secret` in a loop until `stop_after`,
+/// refunding every `refund_every`-th admission (0 = never).
+async fn load(
+    gws: &[Client],
+    secret: &str,
+    workers: usize,
+    run_for: Duration,
+    refund_every: u64,
+    pause_on_deny: Duration,
+    tally: Arc<Tally>,
+    start: Instant,
+) {
+    let mut tasks = Vec::new();
+    for gw in gws {
+        for _ in 0..workers {
+            let gw = gw.clone();
+            let secret = secret.to_owned();
+            let tally = tally.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while start.elapsed() < run_for {
+                    let began = start.elapsed();
+                    match gw.check(secret.as_bytes(), API, STAGE, ROUTE, 1).await {
+                        Decision::Allow(permit) => {
+                            n += 1;
+                            tally
+                                .last_admit_ms
+                                .fetch_max(began.as_millis() as u64, Ordering::Relaxed);
+                            if refund_every != 0 && n % refund_every == 0 {
+                                permit.refund();
+                                tally.refunded.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                permit.commit();
+                                tally.committed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        Decision::Deny(d) => {
+                            match d.reason {
+                                DenyReason::QuotaExceeded { .. } => &tally.denied_quota,
+                                DenyReason::Unavailable => &tally.unavailable,
+                                _ => &tally.denied_other,
+                            }
+                            .fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(pause_on_deny).await;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+// Property: across 8 gateways sharing one key, the cluster never admits past the quota,
+// the tail of the quota is spent (>= 99%), and refunded requests do not count.
+// Set-up: 3 nodes; plan limit L = 3,000 (monthly); one key; 8 gateways x 4 workers call
+// `check` as fast as they can for 10 s (demand far above L), refunding every 5th admitted
+// request; then every gateway shuts down (returning unused tokens).
+// Pass: committed <= L and committed >= 0.99 L; the cluster's `used` equals the committed
+// count exactly (refunds were not counted) and nothing stays reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_gateways_spend_quota_exactly_and_refunds_do_not_count() {
+    let cluster = Cluster::start(3, ClusterOpts::default())
+        .await
+        .expect("cluster starts");
+    let result = async {
+        const L: u64 = 3_000;
+        let clients = cluster.clients();
+        let (plan, key, secret) = plan_and_key(&clients, "accuracy", L).await?;
+        let gws = gateways(&cluster, 8, |_| {}).await?;
+        let tally = Arc::new(Tally::default());
+        let start = Instant::now();
+        load(
+            &gws,
+            &secret,
+            4,
+            Duration::from_secs(10),
+            5,
+            Duration::from_millis(2),
+            tally.clone(),
+            start,
+        )
+        .await;
+        let mut returned = 0;
+        for gw in &gws {
+            returned += gw.shutdown().await.returned_tokens;
+        }
+        let committed = tally.committed.load(Ordering::Relaxed);
+        let refunded = tally.refunded.load(Ordering::Relaxed);
+        let usage = ops::usage(&clients, &plan, &key, false, DEADLINE).await?;
+        let m = gws[0].metrics();
+        eprintln!(
+            "accuracy: L={L} committed={committed} refunded={refunded} used={} reserved={} \
+             returned_at_shutdown={returned} denied_quota={} unavailable={} other={} \
+             last_admission_at={} ms; gw0 metrics: {m:?}",
+            usage.used,
+            usage.reserved,
+            tally.denied_quota.load(Ordering::Relaxed),
+            tally.unavailable.load(Ordering::Relaxed),
+            tally.denied_other.load(Ordering::Relaxed),
+            tally.last_admit_ms.load(Ordering::Relaxed),
+        );
+        ensure!(committed <= L, "admitted {committed} > limit {L}");
+        ensure!(committed * 100 >= L * 99, "admitted {committed} < 99% of {L}");
+        ensure!(refunded > 0, "no refunds happened");
+        ensure!(
+            usage.used == committed,
+            "cluster counted {} but gateways committed {committed}",
+            usage.used
+        );
+        ensure!(usage.reserved == 0, "still reserved: {}", usage.reserved);
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
+
+// Property: a key disabled by an operator is refused by every connected gateway within
+// one second.
+// Set-up: 3 nodes; a plan with a large quota; 8 gateways x 2 workers checking the key in
+// a loop; after 2 s the key is disabled (SetKeyEnabled false, acknowledged at t_ack);
+// the load continues 3 s more.
+// Pass: no admission began later than t_ack + 1 s, and after that the gateways deny with
+// `Disabled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disabled_key_is_refused_everywhere_within_one_second() {
+    let cluster = Cluster::start(3, ClusterOpts::default())
+        .await
+        .expect("cluster starts");
+    let result = async {
+        let clients = cluster.clients();
+        let (_plan, key, secret) = plan_and_key(&clients, "disable", 1 << 40).await?;
+        let gws = gateways(&cluster, 8, |_| {}).await?;
+        let tally = Arc::new(Tally::default());
+        let start = Instant::now();
+        let load = {
+            let gws = gws.clone();
+            let tally = tally.clone();
+            let secret = secret.clone();
+            tokio::spawn(async move {
+                load(
+                    &gws,
+                    &secret,
+                    2,
+                    Duration::from_secs(5),
+                    0,
+                    Duration::from_millis(1),
+                    tally,
+                    start,
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let req = v1::SetKeyEnabledRequest {
+            request_id: request_id(),
+            key: Some(ops::key(&key)),
+            enabled: false,
+        };
+        retry(&clients, 0, DEADLINE, |mut c| {
+            let req = req.clone();
+            async move { c.admin.set_key_enabled(req).await }
+        })
+        .await?;
+        let t_ack = start.elapsed().as_millis() as u64;
+        load.await?;
+        let last = tally.last_admit_ms.load(Ordering::Relaxed);
+        let disabled: u64 = gws
+            .iter()
+            .map(|g| g.metrics().denied_for(DenyKind::Disabled))
+            .sum();
+        eprintln!(
+            "disable: acknowledged at {t_ack} ms, last admission began at {last} ms \
+             ({} ms after), disabled denials {disabled}",
+            last as i64 - t_ack as i64
+        );
+        ensure!(last <= t_ack + 1000, "admitted {} ms after the disable", last - t_ack);
+        ensure!(
+            gws.iter().all(|g| g.metrics().denied_for(DenyKind::Disabled) > 0),
+            "some gateway never saw the key disabled"
+        );
+        for gw in &gws {
+            gw.shutdown().await;
+        }
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
+
+// Property: killing the leader mid-run reaches no caller while leases last, and the
+// invariant holds.
+// Set-up: 3 nodes; plan limit L = 200,000; 4 gateways x 2 workers, each worker about
+// 500 requests/s; leases of 10 s sized for 4 s of demand. After 2 s the leader is killed
+// with SIGKILL; the load runs 8 s in total; then the gateways shut down.
+// Pass: no denial at all (no `Unavailable`, no other reason); the cluster's `used` is at
+// least the committed count (nothing admitted went uncounted) and at most L.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_kill_reaches_no_caller() {
+    let mut cluster = Cluster::start(3, ClusterOpts::default())
+        .await
+        .expect("cluster starts");
+    let result = async {
+        const L: u64 = 200_000;
+        let clients = cluster.clients();
+        let (plan, key, secret) = plan_and_key(&clients, "failover", L).await?;
+        let gws = gateways(&cluster, 4, |c| {
+            c.lease_ttl = Duration::from_secs(10);
+            c.renew_before = Duration::from_secs(3);
+            c.lease_horizon = Duration::from_secs(4);
+            c.refill_ahead = Duration::from_secs(2);
+            c.batch_retry_deadline = Duration::from_secs(6);
+            c.max_wait = Duration::from_secs(3);
+        })
+        .await?;
+        let tally = Arc::new(Tally::default());
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for gw in &gws {
+            for _ in 0..2 {
+                let gw = gw.clone();
+                let secret = secret.clone();
+                let tally = tally.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(2));
+                    while start.elapsed() < Duration::from_secs(8) {
+                        tick.tick().await;
+                        match gw.check(secret.as_bytes(), API, STAGE, ROUTE, 1).await {
+                            Decision::Allow(p) => {
+                                p.commit();
+                                tally.committed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Decision::Deny(d) => {
+                                if d.reason == DenyReason::Unavailable {
+                                    tally.unavailable.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    tally.denied_other.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let leader = cluster
+            .leader()
+            .await
+            .ok_or_else(|| anyhow!("no leader"))?;
+        cluster.kill9(leader)?;
+        let killed_at = start.elapsed();
+        for t in tasks {
+            t.await?;
+        }
+        for gw in &gws {
+            gw.shutdown().await;
+        }
+        let survivors: Vec<NodeClient> = cluster
+            .clients()
+            .into_iter()
+            .filter(|c| c.id != leader)
+            .collect();
+        let usage = ops::usage(&survivors, &plan, &key, false, DEADLINE).await?;
+        let committed = tally.committed.load(Ordering::Relaxed);
+        let unavailable = tally.unavailable.load(Ordering::Relaxed);
+        let other = tally.denied_other.load(Ordering::Relaxed);
+        let m = gws[0].metrics();
+        eprintln!(
+            "failover: killed node {leader} at {killed_at:?}; committed={committed} used={} \
+             reserved={} unavailable={unavailable} other={other}; gw0 metrics {m:?}",
+            usage.used, usage.reserved
+        );
+        ensure!(unavailable == 0 && other == 0, "callers saw denials");
+        ensure!(usage.used + usage.reserved >= committed, "admitted more than counted");
+        ensure!(usage.used <= L, "used past the limit");
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
