@@ -22,8 +22,12 @@ fn once(client: &quota_client::Client, secret: &[u8]) {
 
 fn single(c: &mut Criterion) {
     let client = testkit::local_client(SECRET_A, "orders", "prod", TOKENS);
-    c.bench_function("try_check/allow/1 thread", |b| b.iter(|| once(&client, SECRET_A)));
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    c.bench_function("try_check/allow/1 thread", |b| {
+        b.iter(|| once(&client, SECRET_A))
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     c.bench_function("check (async, polled inline)/allow/1 thread", |b| {
         b.iter(|| {
             rt.block_on(async {
@@ -44,34 +48,37 @@ fn single(c: &mut Criterion) {
 fn two_threads(c: &mut Criterion) {
     let client = testkit::local_client(SECRET_A, "orders", "prod", TOKENS);
     testkit::add_key(&client, 2, SECRET_B, TOKENS);
-    c.bench_function("try_check/allow/2 threads, 2 keys (time per call per thread)", |b| {
-        b.iter_custom(|iters| {
-            let go = Arc::new(AtomicBool::new(false));
-            let handles: Vec<_> = [SECRET_A, SECRET_B]
-                .into_iter()
-                .map(|s| {
-                    let client = client.clone();
-                    let go = go.clone();
-                    std::thread::spawn(move || {
-                        while !go.load(Ordering::Acquire) {
-                            std::hint::spin_loop();
-                        }
-                        let t = Instant::now();
-                        for _ in 0..iters {
-                            once(&client, s);
-                        }
-                        t.elapsed()
+    c.bench_function(
+        "try_check/allow/2 threads, 2 keys (time per call per thread)",
+        |b| {
+            b.iter_custom(|iters| {
+                let go = Arc::new(AtomicBool::new(false));
+                let handles: Vec<_> = [SECRET_A, SECRET_B]
+                    .into_iter()
+                    .map(|s| {
+                        let client = client.clone();
+                        let go = go.clone();
+                        std::thread::spawn(move || {
+                            while !go.load(Ordering::Acquire) {
+                                std::hint::spin_loop();
+                            }
+                            let t = Instant::now();
+                            for _ in 0..iters {
+                                once(&client, s);
+                            }
+                            t.elapsed()
+                        })
                     })
-                })
-                .collect();
-            go.store(true, Ordering::Release);
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("bench thread"))
-                .max()
-                .unwrap_or_default()
-        })
-    });
+                    .collect();
+                go.store(true, Ordering::Release);
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("bench thread"))
+                    .max()
+                    .unwrap_or_default()
+            })
+        },
+    );
 }
 
 criterion_group!(benches, single, two_threads);

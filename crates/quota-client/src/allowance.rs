@@ -226,7 +226,11 @@ pub(crate) struct Bucket {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Take {
     /// Taken from `slot` (generation `generation`); `left` tokens remain in that slot.
-    Taken { slot: u8, generation: u16, left: u64 },
+    Taken {
+        slot: u8,
+        generation: u16,
+        left: u64,
+    },
     /// The cluster refused recently; repeat its answer.
     Refused(Refusal),
     /// No live tokens: a refill is needed.
@@ -258,10 +262,10 @@ impl Bucket {
     /// older lease is spent before the newer one).
     #[inline]
     pub(crate) fn take(&self, cost: u64, now_ns: u64) -> Take {
-        if now_ns < self.refused_until_ns.load(Ordering::Relaxed) {
-            if let Some(r) = Refusal::from_u8(self.refusal.load(Ordering::Relaxed)) {
-                return Take::Refused(r);
-            }
+        if now_ns < self.refused_until_ns.load(Ordering::Relaxed)
+            && let Some(r) = Refusal::from_u8(self.refusal.load(Ordering::Relaxed))
+        {
+            return Take::Refused(r);
         }
         let d0 = self.slots[0].deadline_ns.load(Ordering::Relaxed);
         let d1 = self.slots[1].deadline_ns.load(Ordering::Relaxed);

@@ -504,7 +504,8 @@ impl Client {
     /// batch). Checks after this answer from what is left locally, which is nothing.
     pub async fn shutdown(&self) -> ShutdownReport {
         let _ = self.stop.0.send(true);
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
         }
@@ -565,7 +566,13 @@ pub mod testkit {
                 ..Default::default()
             }],
         };
-        reg.install_key(&answer, SecretHash::of(secret), Some(secret), &inner.clock, &inner.secrets);
+        reg.install_key(
+            &answer,
+            SecretHash::of(secret),
+            Some(secret),
+            &inner.clock,
+            &inner.secrets,
+        );
         let now = inner.clock.now_ns();
         for b in reg.buckets.values() {
             if b.key.0 == id {

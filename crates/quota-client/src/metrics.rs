@@ -96,7 +96,10 @@ impl Metrics {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         MetricsSnapshot {
             allowed,
-            denied: DenyKind::ALL.iter().map(|k| (*k, denied[*k as usize])).collect(),
+            denied: DenyKind::ALL
+                .iter()
+                .map(|k| (*k, denied[*k as usize]))
+                .collect(),
             refunded,
             refill_rpcs: get(&self.refill_rpcs),
             refill_failures: get(&self.refill_failures),

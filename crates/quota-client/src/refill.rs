@@ -133,7 +133,8 @@ pub(crate) async fn round(inner: &Inner, closing: bool) -> u64 {
         b.low_water.store(ahead.ceil() as u64, Ordering::Relaxed);
         let live = b.live_tokens(now);
         let refused = b.take_refusal_pending(now);
-        let wants = !refused && (starved > 0 || (book.rate > 0.0 && !idle && (live as f64) <= ahead));
+        let wants =
+            !refused && (starved > 0 || (book.rate > 0.0 && !idle && (live as f64) <= ahead));
         if !wants {
             continue;
         }
@@ -201,7 +202,10 @@ async fn send(inner: &Inner, ops: Vec<v1::LeaseOp>, actions: Vec<Action>) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, ops = req.ops.len(), "lease batch failed");
-            inner.metrics.refill_failures.fetch_add(1, Ordering::Relaxed);
+            inner
+                .metrics
+                .refill_failures
+                .fetch_add(1, Ordering::Relaxed);
             inner.set_reachable(false);
             for a in actions {
                 if let Action::Grant { bucket, slot } = a {

@@ -167,7 +167,9 @@ impl SecretCache {
         let hash = self.hasher.hash_one(secret);
         let table = self.shard(hash).table.load();
         table
-            .find(hash, |e| e.hash == hash && constant_time_eq(&e.secret, secret))
+            .find(hash, |e| {
+                e.hash == hash && constant_time_eq(&e.secret, secret)
+            })
             .map(|e| f(&e.entry))
     }
 
@@ -439,7 +441,9 @@ impl Registry {
         let rec = self.throttles.entry((plan, key, route));
         use std::collections::hash_map::Entry;
         match rec {
-            Entry::Occupied(o) if o.get().rate == t.rate_per_sec() && o.get().burst == t.burst() => {
+            Entry::Occupied(o)
+                if o.get().rate == t.rate_per_sec() && o.get().burst == t.burst() =>
+            {
                 Some(o.get().gcra.clone())
             }
             other => {
@@ -480,7 +484,12 @@ impl Registry {
     }
 
     /// Applies one change of the watch stream.
-    pub(crate) fn apply(&mut self, event: v1::watch_event::Event, clock: &Clock, cache: &SecretCache) {
+    pub(crate) fn apply(
+        &mut self,
+        event: v1::watch_event::Event,
+        clock: &Clock,
+        cache: &SecretCache,
+    ) {
         use v1::watch_event::Event;
         match event {
             Event::PlanUpserted(plan) => {
@@ -622,8 +631,16 @@ mod tests {
             cache.with(b"qdk_secret-number-one-0123456789", |e| e.key.id),
             Some(KeyId(1))
         );
-        assert!(cache.with(b"qdk_secret-number-one-012345678", |_| ()).is_none());
-        assert!(cache.with(b"qdk_secret-number-one-0123456788", |_| ()).is_none());
+        assert!(
+            cache
+                .with(b"qdk_secret-number-one-012345678", |_| ())
+                .is_none()
+        );
+        assert!(
+            cache
+                .with(b"qdk_secret-number-one-0123456788", |_| ())
+                .is_none()
+        );
         for i in 0..1000 {
             cache.insert(format!("secret-{i}").as_bytes(), entry.clone());
         }
@@ -693,8 +710,14 @@ mod tests {
         let b = &state.bindings.load()[0];
         assert!(b.plan.covers("orders", "prod"));
         assert!(!b.plan.covers("orders", "dev"));
-        assert!(Arc::ptr_eq(b.throttle_for("GET /slow").unwrap(), &b.routes[0].2));
-        assert!(Arc::ptr_eq(b.throttle_for("POST /x").unwrap(), b.throttle.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            b.throttle_for("GET /slow").unwrap(),
+            &b.routes[0].2
+        ));
+        assert!(Arc::ptr_eq(
+            b.throttle_for("POST /x").unwrap(),
+            b.throttle.as_ref().unwrap()
+        ));
 
         use v1::watch_event::Event;
         reg.apply(
@@ -734,7 +757,9 @@ mod tests {
             &clock,
             &cache,
         );
-        let until = cache.with(secret, |e| e.valid_until_ns.load(Ordering::Acquire)).unwrap();
+        let until = cache
+            .with(secret, |e| e.valid_until_ns.load(Ordering::Acquire))
+            .unwrap();
         assert!(until <= clock.now_ns());
         assert!(reg.touched_since(KeyId(7), 0));
         reg.apply(Event::KeyDeleted("k7".into()), &clock, &cache);

@@ -98,7 +98,11 @@ impl Transport {
 
     /// Calls `op` on one node after another until it succeeds, fails for good, or
     /// `deadline` passes. `op` must resend the same request each time.
-    pub(crate) async fn call<T, F, Fut>(&self, deadline: Duration, mut op: F) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        deadline: Duration,
+        mut op: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(Gateway) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,

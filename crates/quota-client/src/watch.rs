@@ -58,9 +58,14 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                     Event::Synced(_) if !synced => {
                         synced = true;
                         pause = RECONNECT_MIN;
-                        inner.lock_registry().replace_plans(std::mem::take(&mut initial));
+                        inner
+                            .lock_registry()
+                            .replace_plans(std::mem::take(&mut initial));
                         if connected_before {
-                            inner.metrics.watch_reconnects.fetch_add(1, Ordering::Relaxed);
+                            inner
+                                .metrics
+                                .watch_reconnects
+                                .fetch_add(1, Ordering::Relaxed);
                             tokio::spawn(refresh_keys(inner.clone()));
                         }
                         connected_before = true;

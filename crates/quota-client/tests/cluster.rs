@@ -74,8 +74,10 @@ struct Tally {
     last_admit_ms: AtomicU64,
 }
 
-/// Runs `workers` tasks per gateway, each checking `secret` in a loop until `stop_after`,
+/// Runs `workers` tasks per gateway, each checking `secret` in a loop for `run_for`,
 /// refunding every `refund_every`-th admission (0 = never).
+// The knobs of a load run are all distinct numbers; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn load(
     gws: &[Client],
     secret: &str,
@@ -102,7 +104,7 @@ async fn load(
                             tally
                                 .last_admit_ms
                                 .fetch_max(began.as_millis() as u64, Ordering::Relaxed);
-                            if refund_every != 0 && n % refund_every == 0 {
+                            if refund_every != 0 && n.is_multiple_of(refund_every) {
                                 permit.refund();
                                 tally.refunded.fetch_add(1, Ordering::Relaxed);
                             } else {
@@ -180,7 +182,10 @@ async fn eight_gateways_spend_quota_exactly_and_refunds_do_not_count() {
             tally.last_admit_ms.load(Ordering::Relaxed),
         );
         ensure!(committed <= L, "admitted {committed} > limit {L}");
-        ensure!(committed * 100 >= L * 99, "admitted {committed} < 99% of {L}");
+        ensure!(
+            committed * 100 >= L * 99,
+            "admitted {committed} < 99% of {L}"
+        );
         ensure!(refunded > 0, "no refunds happened");
         ensure!(
             usage.used == committed,
@@ -253,9 +258,14 @@ async fn disabled_key_is_refused_everywhere_within_one_second() {
              ({} ms after), disabled denials {disabled}",
             last as i64 - t_ack as i64
         );
-        ensure!(last <= t_ack + 1000, "admitted {} ms after the disable", last - t_ack);
         ensure!(
-            gws.iter().all(|g| g.metrics().denied_for(DenyKind::Disabled) > 0),
+            last <= t_ack + 1000,
+            "admitted {} ms after the disable",
+            last - t_ack
+        );
+        ensure!(
+            gws.iter()
+                .all(|g| g.metrics().denied_for(DenyKind::Disabled) > 0),
             "some gateway never saw the key disabled"
         );
         for gw in &gws {
@@ -322,10 +332,7 @@ async fn leader_kill_reaches_no_caller() {
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let leader = cluster
-            .leader()
-            .await
-            .ok_or_else(|| anyhow!("no leader"))?;
+        let leader = cluster.leader().await.ok_or_else(|| anyhow!("no leader"))?;
         cluster.kill9(leader)?;
         let killed_at = start.elapsed();
         for t in tasks {
@@ -350,7 +357,10 @@ async fn leader_kill_reaches_no_caller() {
             usage.used, usage.reserved
         );
         ensure!(unavailable == 0 && other == 0, "callers saw denials");
-        ensure!(usage.used + usage.reserved >= committed, "admitted more than counted");
+        ensure!(
+            usage.used + usage.reserved >= committed,
+            "admitted more than counted"
+        );
         ensure!(usage.used <= L, "used past the limit");
         Ok(())
     }
