@@ -8,7 +8,8 @@
 //! - [`node`]: linearizable writes and reads from any node (forwarding, read index).
 //! - [`network`]: openraft's network over the internal gRPC Raft service; peer channels.
 //! - [`service`]: the gRPC services (admin, data, cluster, and internal raft).
-//! - [`auth`]: the admin bearer token.
+//! - [`throttle`]: the leader's in-memory token buckets (throttles are soft state).
+//! - [`auth`]: bearer tokens.
 //! - [`error`]: node errors and their mapping to gRPC status codes.
 
 pub mod auth;
@@ -18,3 +19,4 @@ pub mod network;
 pub mod node;
 pub mod server;
 pub mod service;
+pub mod throttle;

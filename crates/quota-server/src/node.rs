@@ -48,6 +48,8 @@ pub struct QuotaNode {
     pub peers: Peers,
     pub write_timeout: Duration,
     pub batcher: Batcher,
+    /// Throttle buckets; used while this node is the leader.
+    pub throttles: crate::throttle::ThrottleBook,
 }
 
 /// Commands waiting to be proposed, at most this many (then callers wait: backpressure).

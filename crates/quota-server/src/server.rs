@@ -81,6 +81,7 @@ pub async fn serve(
         peers,
         write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
         batcher: Batcher::start(raft.clone()),
+        throttles: crate::throttle::ThrottleBook::default(),
     });
     bootstrap(&config, &raft).await?;
     let expiry = tokio::spawn(expire_leases(node.clone()));
@@ -96,9 +97,12 @@ pub async fn serve(
         admin_token: admin_token.clone(),
     })
     .max_decoding_message_size(max_request);
-    let gateway = GatewayServer::new(GatewayService { node: node.clone() })
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(max_raft);
+    let gateway = GatewayServer::new(GatewayService {
+        node: node.clone(),
+        gateway_token: gateway_token.clone(),
+    })
+    .max_decoding_message_size(max_request)
+    .max_encoding_message_size(max_raft);
     let gateway_auth = AdminAuth::new(gateway_token.as_deref());
     let data = DataServer::new(DataService {
         node: node.clone(),

@@ -759,3 +759,71 @@ async fn gateway_leases_lookup_and_watch() {
     }
     node.stop().await;
 }
+
+// Property: throttle tokens come from the leader's bucket: the burst at once, then nothing
+// until the rate refills it; a plan without a throttle is unlimited; bad wants are named.
+// Set-up: one node, a plan throttled at 10/s with a burst of 5, and one without.
+// Pass: 5 granted, then 0 with a retry-after of at most 100 ms; unlimited; errors.
+#[tokio::test]
+async fn gateway_throttle_tokens() {
+    let node = Node::start(None).await;
+    let mut admin = node.admin();
+    let mut gateway = GatewayClient::new(node.channel.clone());
+    let mut spec = plan_spec("throttled", 1000);
+    spec.throttle = Some(Throttle {
+        rate_limit: 10.0,
+        burst_limit: 5,
+    });
+    let throttled = admin
+        .create_plan(CreatePlanRequest {
+            request_id: vec![],
+            spec: Some(spec),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let free = admin
+        .create_plan(CreatePlanRequest {
+            request_id: vec![],
+            spec: Some(plan_spec("free", 1000)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let want = |plan: &str, n: u64| ThrottleWant {
+        plan_id: plan.into(),
+        key_id: "k1".into(),
+        route: String::new(),
+        want: n,
+    };
+    let r = gateway
+        .throttle(ThrottleRequest {
+            gateway_id: "gw".into(),
+            wants: vec![
+                want(&throttled.id, 100),
+                want(&throttled.id, 1),
+                want(&free.id, 50),
+                want("p99", 1),
+                want(&free.id, 0),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.grants[0].granted, 5);
+    assert_eq!((r.grants[0].rate_limit, r.grants[0].burst_limit), (10.0, 5));
+    assert_eq!(r.grants[1].granted, 0);
+    assert!(
+        r.grants[1].retry_after_ms > 0 && r.grants[1].retry_after_ms <= 100,
+        "{:?}",
+        r.grants[1]
+    );
+    assert!(r.grants[2].unlimited && r.grants[2].granted == 50);
+    assert!(r.grants[3].error.contains("p99"));
+    assert!(r.grants[4].error.contains("want"));
+    node.stop().await;
+}

@@ -25,6 +25,76 @@ use tonic::{Request, Response, Status};
 
 pub struct GatewayService {
     pub node: Arc<QuotaNode>,
+    /// Attached when forwarding throttle requests to the leader.
+    pub gateway_token: Option<String>,
+}
+
+/// Most buckets in one throttle request.
+const MAX_THROTTLE_WANTS: usize = 1024;
+/// Most tokens wanted from one bucket at once.
+const MAX_THROTTLE_WANT: u64 = 1_000_000;
+
+impl GatewayService {
+    /// Answer one want from this (leader) node's buckets.
+    fn throttle_one(
+        &self,
+        state: &State,
+        want: &ThrottleWant,
+        now: std::time::Instant,
+    ) -> ThrottleGrant {
+        let failed = |error: String| ThrottleGrant {
+            error,
+            ..ThrottleGrant::default()
+        };
+        let plan = match quota_proto::convert::selector::plan_id("plan_id", &want.plan_id) {
+            Ok(p) => p,
+            Err(e) => return failed(e.to_string()),
+        };
+        let key = match quota_proto::convert::selector::key_id("key_id", &want.key_id) {
+            Ok(k) => k,
+            Err(e) => return failed(e.to_string()),
+        };
+        if want.want == 0 || want.want > MAX_THROTTLE_WANT {
+            return failed(format!(
+                "want is {}; it must be between 1 and {MAX_THROTTLE_WANT}",
+                want.want
+            ));
+        }
+        let Some(p) = state.get_plan(plan) else {
+            return failed(format!("plan {plan} not found"));
+        };
+        let route = if want.route.is_empty() {
+            None
+        } else {
+            match quota_core::Route::new(want.route.clone()) {
+                Ok(r) => Some(r),
+                Err(e) => return failed(e.to_string()),
+            }
+        };
+        let throttle = match &route {
+            Some(r) => p.spec.route_throttles().get(r).copied(),
+            None => p.spec.throttle(),
+        };
+        let Some(throttle) = throttle else {
+            return ThrottleGrant {
+                granted: want.want,
+                unlimited: true,
+                ..ThrottleGrant::default()
+            };
+        };
+        let taken = self
+            .node
+            .throttles
+            .take(plan, key, route, throttle, want.want, now);
+        ThrottleGrant {
+            granted: taken.granted,
+            retry_after_ms: taken.retry_after.as_millis() as u64,
+            unlimited: false,
+            rate_limit: throttle.rate_per_sec(),
+            burst_limit: throttle.burst(),
+            error: String::new(),
+        }
+    }
 }
 
 /// Events buffered per watcher before it is considered slow.
@@ -216,6 +286,49 @@ impl Gateway for GatewayService {
             })
             .await?;
         Ok(Response::new(LookupKeyResponse { key }))
+    }
+
+    async fn throttle(
+        &self,
+        request: Request<ThrottleRequest>,
+    ) -> Result<Response<ThrottleResponse>, Status> {
+        let req = request.into_inner();
+        if req.wants.len() > MAX_THROTTLE_WANTS {
+            return Err(Status::invalid_argument(format!(
+                "wants has {} entries; the limit is {MAX_THROTTLE_WANTS}",
+                req.wants.len()
+            )));
+        }
+        let (leader, addr) = self
+            .node
+            .leader()
+            .ok_or_else(|| Status::unavailable("no leader is known; retry"))?;
+        if leader != self.node.id {
+            // The buckets live on the leader: forward.
+            let channel = self.node.peers.channel(leader, &addr)?;
+            let mut forwarded = Request::new(req);
+            if let Some(token) = &self.gateway_token {
+                let value = format!("Bearer {token}").parse().map_err(|_| {
+                    Status::internal("the gateway token is not a valid header value")
+                })?;
+                forwarded.metadata_mut().insert("authorization", value);
+            }
+            return quota_proto::v1::gateway_client::GatewayClient::new(channel)
+                .throttle(forwarded)
+                .await;
+        }
+        let now = std::time::Instant::now();
+        let grants = self
+            .node
+            .state
+            .read(|s| {
+                req.wants
+                    .iter()
+                    .map(|w| self.throttle_one(s, w, now))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ThrottleResponse { grants }))
     }
 
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
