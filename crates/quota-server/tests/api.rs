@@ -1,84 +1,14 @@
 //! The public API of one node, served in-process on a real socket (port 0) over real sled
 //! storage: every admin call, the direct increment, and how bad input is answered.
 
-use quota_proto::v1::admin_client::AdminClient;
 use quota_proto::v1::cluster_client::ClusterClient;
-use quota_proto::v1::data_client::DataClient;
 use quota_proto::v1::gateway_client::GatewayClient;
 use quota_proto::v1::*;
-use quota_server::config::{Config, MemberConfig};
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::Channel;
 
-struct Node {
-    channel: Channel,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start(token: Option<&str>) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut config = Config::dev();
-        config.listen = addr;
-        config.data_dir = dir.path().join("data");
-        config.members = vec![MemberConfig {
-            id: 1,
-            addr: addr.to_string(),
-        }];
-        if let Some(t) = token {
-            let path = dir.path().join("token");
-            std::fs::write(&path, t).unwrap();
-            config.admin_token_file = Some(path);
-        }
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            quota_server::server::serve(config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        // Wait for the single node to elect itself.
-        let mut cluster = ClusterClient::new(channel.clone());
-        for _ in 0..100 {
-            if let Ok(s) = cluster.status(StatusRequest {}).await
-                && s.into_inner().status.unwrap().leader_id == 1
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Node {
-            channel,
-            stop: Some(stop),
-            task,
-            _dir: dir,
-        }
-    }
-
-    fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel.clone())
-    }
-
-    fn data(&self) -> DataClient<Channel> {
-        DataClient::new(self.channel.clone())
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-    }
-}
+mod common;
+use common::Node;
 
 fn plan_sel(id: &str) -> Option<PlanSelector> {
     Some(PlanSelector {

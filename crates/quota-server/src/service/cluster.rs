@@ -150,10 +150,10 @@ impl Cluster for ClusterService {
             .membership()
             .clone();
         if membership.get_node(&req.id).is_none() {
-            return Err(Status::not_found(format!(
-                "node {} is not a member",
-                req.id
-            )));
+            // Removing a node that is not a member is not an error: the outcome is reached.
+            return Ok(Response::new(RemoveNodeResponse {
+                status: Some(self.status()),
+            }));
         }
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         if voters.contains(&req.id) && voters.len() == 1 {

@@ -1,0 +1,101 @@
+//! A quotad node served in-process on a real socket (port 0) over real sled storage.
+#![allow(dead_code)]
+
+use quota_proto::v1::admin_client::AdminClient;
+use quota_proto::v1::cluster_client::ClusterClient;
+use quota_proto::v1::data_client::DataClient;
+use quota_proto::v1::*;
+use quota_server::config::{Config, MemberConfig};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+pub struct Node {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// A single-node cluster (node 1), with an admin token if given.
+    pub async fn start(token: Option<&str>) -> Node {
+        Node::start_with(1, true, token).await
+    }
+
+    /// Node `id`; `bootstrap` makes it a one-node cluster of its own, otherwise it waits
+    /// to be added to one.
+    pub async fn start_with(id: u64, bootstrap: bool, token: Option<&str>) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::dev();
+        config.node_id = id;
+        config.listen = addr;
+        config.data_dir = dir.path().join("data");
+        config.members = if bootstrap {
+            vec![MemberConfig {
+                id,
+                addr: addr.to_string(),
+            }]
+        } else {
+            Vec::new()
+        };
+        if let Some(t) = token {
+            let path = dir.path().join("token");
+            std::fs::write(&path, t).unwrap();
+            config.admin_token_file = Some(path);
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            quota_server::server::serve(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        // Wait for a bootstrapped node to elect itself.
+        let mut cluster = ClusterClient::new(channel.clone());
+        for _ in 0..100 {
+            if !bootstrap {
+                break;
+            }
+            if let Ok(s) = cluster.status(StatusRequest {}).await
+                && s.into_inner().status.unwrap().leader_id == id
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Node {
+            addr,
+            channel,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+
+    pub fn data(&self) -> DataClient<Channel> {
+        DataClient::new(self.channel.clone())
+    }
+
+    pub fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel.clone())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
