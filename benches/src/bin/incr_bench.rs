@@ -27,6 +27,10 @@ struct Args {
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// HTTP/2 connections the clients share (round robin); 0 = one per client. Clients on
+    /// one connection multiplex their requests on it, as the tasks of one gateway would.
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
     /// Run time after a one-second warm-up.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -129,9 +133,18 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + Duration::from_secs(args.seconds);
+    let connections = if args.connections == 0 {
+        args.clients
+    } else {
+        args.connections
+    };
+    let mut channels = Vec::with_capacity(connections);
+    for i in 0..connections {
+        channels.push(channel(&endpoints[i % endpoints.len()]).await?);
+    }
     let mut tasks = Vec::new();
     for i in 0..args.clients {
-        let ch = channel(&endpoints[i % endpoints.len()]).await?;
+        let ch = channels[i % connections].clone();
         let (plan_id, key_id) = (plan.id.clone(), key.id.clone());
         tasks.push(tokio::spawn(async move {
             let mut data = DataClient::new(ch);
@@ -196,8 +209,9 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|k| k.current.as_ref().map(|c| c.used))
     });
     println!(
-        "clients={} seconds={} endpoints={}",
+        "clients={} connections={} seconds={} endpoints={}",
         args.clients,
+        connections,
         args.seconds,
         endpoints.join(",")
     );

@@ -32,6 +32,51 @@ pub struct LogStore {
     logs: sled::Tree,
     /// Vote, committed and last purged log id.
     meta: sled::Tree,
+    flusher: Flusher,
+}
+
+/// Appends waiting for the group flush, at most; more wait to be queued (backpressure).
+const FLUSH_QUEUE_DEPTH: usize = 1024;
+
+/// Group commit. An append writes its batch into sled and hands its durability callback
+/// here; this task flushes once for every callback queued meanwhile and only then tells
+/// openraft the entries are durable. So openraft's core is not blocked by the fsync (the
+/// leader replicates to followers while its own flush runs), and appends that arrive during
+/// a flush share the next one. Out-of-order completion cannot lie: a flush makes durable
+/// everything written before it started, which includes every batch whose callback it holds.
+/// The task holds no database handle while idle (each request brings one), so dropping the
+/// store releases sled's file lock at once, as a reopen needs.
+#[derive(Clone)]
+struct Flusher {
+    tx: tokio::sync::mpsc::Sender<(sled::Db, LogFlushed<TypeConfig>)>,
+}
+
+impl Flusher {
+    fn start() -> Flusher {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(sled::Db, LogFlushed<TypeConfig>)>(FLUSH_QUEUE_DEPTH);
+        tokio::spawn(async move {
+            while let Some((db, first)) = rx.recv().await {
+                let mut waiting = vec![first];
+                while let Ok((_, more)) = rx.try_recv() {
+                    waiting.push(more);
+                }
+                let flushed = db.flush_async().await;
+                drop(db);
+                if let Err(e) = &flushed {
+                    tracing::error!(error = %e, "flushing the Raft log failed");
+                }
+                for callback in waiting {
+                    let result = match &flushed {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(std::io::Error::other(e.to_string())),
+                    };
+                    callback.log_io_completed(result);
+                }
+            }
+        });
+        Flusher { tx }
+    }
 }
 
 impl fmt::Debug for LogStore {
@@ -61,8 +106,15 @@ fn index_range(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
 }
 
 impl LogStore {
+    /// Must be called inside a tokio runtime: it starts the group-flush task.
     pub(crate) fn new(db: sled::Db, logs: sled::Tree, meta: sled::Tree) -> LogStore {
-        LogStore { db, logs, meta }
+        let flusher = Flusher::start();
+        LogStore {
+            db,
+            logs,
+            meta,
+            flusher,
+        }
     }
 
     fn get_meta<T: DeserializeOwned>(
@@ -130,7 +182,8 @@ impl LogStore {
     }
 
     /// Write a batch of entries with one atomic sled batch and flush once.
-    async fn append_durably<I>(&self, entries: I) -> Result<(), StoreError>
+    /// Write a batch of entries into sled (not yet durable: see [`Flusher`]).
+    fn append_written<I>(&self, entries: I) -> Result<(), StoreError>
     where
         I: IntoIterator<Item = LogEntry>,
     {
@@ -153,7 +206,7 @@ impl LogStore {
             );
         }
         self.logs.apply_batch(batch)?;
-        self.flush().await
+        Ok(())
     }
 
     /// Remove entries `[index, end of log)` and flush.
@@ -298,11 +351,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = LogEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // The callback tells openraft the entries are durable, so it runs only after the
-        // flush. Returning an error as well stops the node.
-        match self.append_durably(entries).await {
+        // The callback tells openraft the entries are durable, so the flusher calls it only
+        // after a flush that started after this write. Returning an error stops the node.
+        match self.append_written(entries) {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                if let Err(returned) = self.flusher.tx.send((self.db.clone(), callback)).await {
+                    // The flusher is gone (shutting down): report the entries as not durable.
+                    let (_, callback) = returned.0;
+                    callback
+                        .log_io_completed(Err(std::io::Error::other("the log flusher stopped")));
+                    return Err(write_logs_err(StoreError::Corrupt(
+                        "the log flusher stopped".into(),
+                    )));
+                }
                 Ok(())
             }
             Err(e) => {
