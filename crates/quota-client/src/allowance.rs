@@ -136,6 +136,25 @@ impl Slot {
     }
 }
 
+/// Takes `cost` from a live slot of a pair, the one with the earlier deadline first (so the
+/// older grant is spent before the newer one). Answers (slot, generation, tokens left).
+#[inline]
+pub(crate) fn take_from_pair(slots: &[Slot; 2], cost: u64, now_ns: u64) -> Option<(u8, u16, u64)> {
+    let d0 = slots[0].deadline_ns.load(Ordering::Relaxed);
+    let d1 = slots[1].deadline_ns.load(Ordering::Relaxed);
+    let order: [usize; 2] = if d1 != 0 && (d0 == 0 || d1 < d0) {
+        [1, 0]
+    } else {
+        [0, 1]
+    };
+    for i in order {
+        if let Some((generation, left)) = slots[i].try_take(cost, now_ns) {
+            return Some((i as u8, generation, left));
+        }
+    }
+    None
+}
+
 /// What the refill task knows of one slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum SlotBook {
@@ -267,21 +286,12 @@ impl Bucket {
         {
             return Take::Refused(r);
         }
-        let d0 = self.slots[0].deadline_ns.load(Ordering::Relaxed);
-        let d1 = self.slots[1].deadline_ns.load(Ordering::Relaxed);
-        let order: [usize; 2] = if d1 != 0 && (d0 == 0 || d1 < d0) {
-            [1, 0]
-        } else {
-            [0, 1]
-        };
-        for i in order {
-            if let Some((generation, left)) = self.slots[i].try_take(cost, now_ns) {
-                return Take::Taken {
-                    slot: i as u8,
-                    generation,
-                    left,
-                };
-            }
+        if let Some((slot, generation, left)) = take_from_pair(&self.slots, cost, now_ns) {
+            return Take::Taken {
+                slot,
+                generation,
+                left,
+            };
         }
         self.starved.fetch_add(cost, Ordering::Relaxed);
         Take::Empty

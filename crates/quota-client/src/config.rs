@@ -53,10 +53,24 @@ pub struct ClientConfig {
     /// the held leases are spent or expired. 0 (the default) = deny. The cluster's
     /// `PlanSpec` has no `safe_rate` yet, so this is one client-wide value.
     pub safe_rate: f64,
-    /// Fraction of each throttle (rate and burst) this gateway enforces locally. Throttles
-    /// are not coordinated by the cluster yet: with N gateways, 1/N keeps the sum within
-    /// the plan's rate. 1.0 (the default) enforces the full throttle at each gateway.
+    /// Throttles are enforced by the cluster's leader for all gateways together; this is
+    /// only the fraction of a throttle (rate and burst) this gateway enforces **alone**,
+    /// with a local token bucket, while the cluster is unreachable and the client is in
+    /// safe-rate mode (`safe_rate` > 0). With N gateways, 1/N keeps their sum within the
+    /// plan's throttle during an outage. In (0, 1]; 1.0 by default.
     pub throttle_share: f64,
+    /// Throttle tokens taken from the leader expire this long after the request that
+    /// fetched them was sent, by this machine's monotonic clock. Across all gateways, at
+    /// most `burst + rate x (T + throttle_pool_ttl)` requests pass in any window of `T`
+    /// seconds; a shorter lifetime is tighter but wastes more tokens of idle gateways.
+    /// 10 ms to 10 s.
+    pub throttle_pool_ttl: Duration,
+    /// Throttle tokens are asked for in chunks of about `rate x throttle_chunk` (at least
+    /// 1, at most the burst).
+    pub throttle_chunk: Duration,
+    /// How long one throttle request is retried on other nodes before the cluster counts
+    /// as unreachable for throttles.
+    pub throttle_retry_deadline: Duration,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -95,6 +109,9 @@ impl ClientConfig {
             max_wait: Duration::from_secs(1),
             safe_rate: 0.0,
             throttle_share: 1.0,
+            throttle_pool_ttl: Duration::from_millis(250),
+            throttle_chunk: Duration::from_millis(50),
+            throttle_retry_deadline: Duration::from_millis(500),
         }
     }
 
@@ -142,6 +159,24 @@ impl ClientConfig {
         {
             return Err(range("throttle_share", self.throttle_share, "in (0, 1]"));
         }
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&self.throttle_pool_ttl)
+        {
+            return Err(range(
+                "throttle_pool_ttl",
+                format!("{:?}", self.throttle_pool_ttl),
+                "10 ms to 10 s",
+            ));
+        }
+        if self.throttle_chunk.is_zero() || self.throttle_chunk > self.throttle_pool_ttl {
+            return Err(range(
+                "throttle_chunk",
+                format!("{:?}", self.throttle_chunk),
+                "more than 0 and at most throttle_pool_ttl",
+            ));
+        }
+        if self.throttle_retry_deadline.is_zero() {
+            return Err(range("throttle_retry_deadline", 0, "more than 0"));
+        }
         if self.refill_interval.is_zero() {
             return Err(range("refill_interval", 0, "more than 0"));
         }
@@ -177,6 +212,12 @@ mod tests {
         assert!(bad.validate().is_err());
         let mut bad = c.clone();
         bad.safe_rate = -1.0;
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.throttle_pool_ttl = Duration::from_secs(11);
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.throttle_chunk = Duration::ZERO;
         assert!(bad.validate().is_err());
         let mut bad = c;
         bad.gateway_id = String::new();

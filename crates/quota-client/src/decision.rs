@@ -7,7 +7,6 @@ use quota_core::PlanId;
 use smallvec::SmallVec;
 
 use crate::allowance::Bucket;
-use crate::throttle::Gcra;
 
 /// What a gateway needs for rate-limit headers: the tightest plan's limit, what remains
 /// of it (approximate across gateways: the cluster's unreserved remainder at this
@@ -128,20 +127,14 @@ impl Decision {
     }
 }
 
-/// One unit of spending of a permit: where the tokens came from.
+/// Tokens a permit took from one lease slot, to give back on refund. Throttle tokens are
+/// not here: a refund does not un-throttle, and a request refused by another plan gives
+/// them back before the permit exists.
 #[derive(Debug)]
-pub(crate) enum Charge {
-    /// From a lease slot of a bucket.
-    Lease {
-        bucket: Arc<Bucket>,
-        slot: u8,
-        generation: u16,
-    },
-    /// From a throttle (given back only when another plan refuses; a refund does not
-    /// un-throttle).
-    Throttle(Arc<Gcra>),
-    /// Admitted at the safe rate while the cluster was unreachable: nothing to refund.
-    Safe,
+pub(crate) struct Charge {
+    pub(crate) bucket: Arc<Bucket>,
+    pub(crate) slot: u8,
+    pub(crate) generation: u16,
 }
 
 /// Plans covering one request: inline up to 4, which covers every realistic set-up
@@ -183,33 +176,18 @@ impl Permit {
     /// settlement of the same (plan, key).
     pub fn refund(mut self) {
         let cost = self.cost;
-        for charge in self.charges.drain(..) {
-            if let Charge::Lease {
-                bucket,
-                slot,
-                generation,
-            } = charge
-            {
-                bucket.give_back(slot, generation, cost);
-                bucket
-                    .refunded
-                    .fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
-            }
+        for c in self.charges.drain(..) {
+            c.bucket.give_back(c.slot, c.generation, cost);
+            c.bucket
+                .refunded
+                .fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
 
-/// Undo every charge of a request that another plan refused.
+/// Undo every lease charge of a request that another plan (or a throttle) refused.
 pub(crate) fn undo(charges: &mut Charges, cost: u64) {
-    for charge in charges.drain(..) {
-        match charge {
-            Charge::Lease {
-                bucket,
-                slot,
-                generation,
-            } => bucket.give_back(slot, generation, cost),
-            Charge::Throttle(g) => g.give_back(cost),
-            Charge::Safe => {}
-        }
+    for c in charges.drain(..) {
+        c.bucket.give_back(c.slot, c.generation, cost);
     }
 }

@@ -13,25 +13,62 @@
 //! - `registry`: plans, keys and the secret cache (secret bytes -> key, no SHA-256 on the
 //!   hot path).
 //! - `allowance`: lease slots and buckets taken with atomics.
-//! - `throttle`: a lock-free GCRA token bucket.
+//! - `throttle`: throttle pools (tokens of the leader's token buckets, expiring soon) and
+//!   a local GCRA (safe rate; throttle fallback).
 //! - `refill`: the background task that renews and settles leases in batches.
+//! - `throttle_refill`: the background task that fetches throttle tokens in batches.
 //! - `watch`: the background task that follows the cluster's changes.
 //! - `transport`: channels, the bearer token, retries on the next node.
+//! - `clock`: the exact monotonic clock, and the hot path's cheap upper bound of it.
 //! - [`metrics`]: counters to export.
 //!
 //! # The hot path
-//! `check` with a cached secret and live allowances does, in order: a keyed foldhash of
-//! the secret and a lookup in a copy-on-write shard (`ArcSwap::load`, no lock), a
-//! constant-time comparison of the full bytes, three atomic loads (deleted, enabled,
-//! expiry), an `ArcSwap::load` of the key's plans, and per covering plan one CAS on the
-//! lease slot (and one on the throttle, if any). Nothing allocates (up to 4 covering plans
-//! are held inline by the permit); counters go to a per-thread stripe.
+//! `check` with a cached secret and live allowances does, in order: one read of the coarse
+//! monotonic clock (an upper bound of now: deadlines end early, never late; see `clock`),
+//! a keyed foldhash of the secret and a lookup in a copy-on-write shard
+//! (`ArcSwap::load`, no lock), a constant-time comparison of the full bytes (8 bytes per
+//! step), three atomic loads (deleted, enabled, expiry), an `ArcSwap::load` of the key's
+//! plans, and per covering plan one CAS on the lease slot (and one on the throttle pool,
+//! if any). Nothing allocates (up to 4 covering plans are held inline by the permit);
+//! counters go to a per-thread stripe.
 //!
 //! # Throttles
-//! Throttles are enforced at each gateway with a GCRA (exact per gateway: burst, then
-//! `rate` per second). The cluster has no throttle allowances yet, so across N gateways
-//! the admitted rate is at most N x `throttle_share` x rate; set `throttle_share` to 1/N
-//! for a static split.
+//! Throttles (rate and burst) are enforced across all gateways together. The leader holds
+//! a token bucket per (plan, key) and per (plan, key, route) where the plan has a route
+//! throttle (`Gateway.Throttle`, soft state in its memory). A request takes `cost` tokens
+//! from the pool of the route's throttle when the plan has one for it (the route
+//! `METHOD /path` equal to a key of `route_throttles`, or `* /path`), else from the plan's
+//! throttle; a route throttle overrides the plan's, as the plan format says. Each pool
+//! holds chunks of about `rate x throttle_chunk` tokens (at least 1), fetched by a
+//! background task in one batched RPC per round when a pool runs low or a request found
+//! it empty, and spent with one CAS. A chunk expires `throttle_pool_ttl` (250 ms) after
+//! the request that fetched it was **sent**, by this machine's monotonic clock, so no
+//! token is spent more than `throttle_pool_ttl` after the leader gave it out.
+//!
+//! **Bound.** With a stable leader, across all gateways, the cost admitted by one throttle
+//! in any window of `T` seconds is at most `burst + rate x (T + throttle_pool_ttl)`
+//! (every unit was granted by the leader's bucket within `T + throttle_pool_ttl` seconds,
+//! and the bucket grants at most `burst + rate x` that). With the defaults and `T` = 1 s:
+//! `burst + 1.25 x rate`. A new leader starts with full buckets: each leader change may
+//! add up to one `burst`. Measured in `tests/cluster.rs` (8 gateways, rate 40/s, burst 10,
+//! 5 s): see the test's comment for the per-second accuracy.
+//!
+//! **Empty pool.** When a request finds its pool empty: if the leader last said "no token
+//! before t", the request is denied `Throttled { retry_after: t - now }` at once (at least
+//! one token's time); otherwise the pool was merely not filled yet (a first request, or
+//! an idle key whose chunk expired), and `check` waits for the fetch (up to `max_wait`)
+//! while `try_check` answers `None`. Throttle tokens and quota tokens are taken together,
+//! all or nothing: a request refused by any plan or throttle returns every token it took.
+//! A refunded permit returns its quota tokens, not its throttle tokens (the request did
+//! happen).
+//!
+//! **Cluster unreachable.** When no node answers a throttle request within
+//! `throttle_retry_deadline`, pools run dry (within `throttle_pool_ttl`) and requests are
+//! denied `Throttled`, unless the client is in safe-rate mode (`safe_rate` > 0): then each
+//! throttle falls back to a local token bucket at `rate x throttle_share` with a burst of
+//! `burst x throttle_share` at this gateway, so N gateways with `throttle_share` = 1/N
+//! stay within the plan's throttle together. Quotas keep their own rule (held leases, then
+//! `safe_rate`).
 
 pub mod config;
 pub mod decision;
@@ -43,6 +80,7 @@ mod clock;
 mod refill;
 mod registry;
 mod throttle;
+mod throttle_refill;
 mod transport;
 mod watch;
 
@@ -65,6 +103,8 @@ use allowance::{Refusal, Take, UNLIMITED};
 use clock::Clock;
 use decision::{Charge, Charges};
 use registry::{Binding, Registry, SecretCache};
+use smallvec::SmallVec;
+use throttle::{Gcra, Pool};
 
 /// State shared by the client handles and its background tasks.
 pub(crate) struct Inner {
@@ -75,11 +115,15 @@ pub(crate) struct Inner {
     metrics: metrics::Metrics,
     /// Wakes the refill task (a bucket ran low or dry).
     refill_signal: Notify,
-    /// Wakes callers waiting for a lookup or a lease.
+    /// Wakes the throttle refill task (a throttle pool ran low or dry).
+    throttle_signal: Notify,
+    /// Wakes callers waiting for a lookup, a lease or throttle tokens.
     changed: Notify,
     transport: Option<transport::Transport>,
     /// The last lease batch was acknowledged.
     reachable: AtomicBool,
+    /// The last throttle request was answered.
+    throttle_reachable: AtomicBool,
     /// `admitted_unreachable` when the cluster was last reachable.
     admitted_before_outage: AtomicU64,
 }
@@ -183,7 +227,26 @@ enum Local {
     NeedKey,
     /// A covering plan has no live tokens: wait for the refill.
     NeedLease,
+    /// A throttle pool was not filled yet: wait for the throttle refill.
+    NeedThrottle,
 }
+
+/// Throttle tokens a request took, given back if a later plan refuses it.
+enum ThrottleTaken<'a> {
+    Pool(&'a Pool, u8, u16),
+    Fallback(&'a Gcra),
+}
+
+impl ThrottleTaken<'_> {
+    fn give_back(&self, cost: u64) {
+        match self {
+            ThrottleTaken::Pool(p, slot, generation) => p.give_back(*slot, *generation, cost),
+            ThrottleTaken::Fallback(g) => g.give_back(cost),
+        }
+    }
+}
+
+type Throttled<'a> = SmallVec<[ThrottleTaken<'a>; 4]>;
 
 /// What [`Client::shutdown`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -203,12 +266,13 @@ impl Client {
         let (tx, rx) = (client.stop.0.clone(), client.stop.0.subscribe());
         drop(tx);
         let watch = tokio::spawn(watch::run(client.inner.clone(), rx.clone()));
-        let refill = tokio::spawn(refill::run(client.inner.clone(), rx));
+        let refill = tokio::spawn(refill::run(client.inner.clone(), rx.clone()));
+        let throttles = tokio::spawn(throttle_refill::run(client.inner.clone(), rx));
         client
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([watch, refill]);
+            .extend([watch, refill, throttles]);
         let deadline = tokio::time::Instant::now() + client.inner.config.connect_timeout;
         let inner = client.inner.clone();
         loop {
@@ -236,13 +300,16 @@ impl Client {
                 config.key_cache_capacity,
                 config.safe_rate,
                 config.throttle_share,
+                config.throttle_chunk.as_secs_f64(),
             )),
             clock: Clock::new(),
             metrics: metrics::Metrics::new(),
             refill_signal: Notify::new(),
+            throttle_signal: Notify::new(),
             changed: Notify::new(),
             transport,
             reachable: AtomicBool::new(true),
+            throttle_reachable: AtomicBool::new(true),
             admitted_before_outage: AtomicU64::new(0),
             config,
         };
@@ -291,8 +358,7 @@ impl Client {
                         Err(_) => return self.deny(DenyReason::Unavailable, RateInfo::default()),
                     }
                 }
-                Local::NeedLease => {
-                    self.inner.refill_signal.notify_one();
+                Local::NeedLease | Local::NeedThrottle => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
                         return self.deny(DenyReason::Unavailable, RateInfo::default());
                     }
@@ -314,10 +380,11 @@ impl Client {
     ) -> Option<Decision> {
         match self.check_local(secret, api, stage, route, cost) {
             Local::Done(d) => Some(d),
-            Local::NeedKey | Local::NeedLease => {
+            Local::NeedKey => {
                 self.inner.refill_signal.notify_one();
                 None
             }
+            Local::NeedLease | Local::NeedThrottle => None,
         }
     }
 
@@ -335,7 +402,7 @@ impl Client {
             return Local::Done(self.deny(DenyReason::MissingKey, RateInfo::default()));
         }
         let inner = &*self.inner;
-        let now = inner.clock.now_ns();
+        let now = inner.clock.hot_now_ns();
         inner
             .secrets
             .with(secret, |entry| {
@@ -360,7 +427,8 @@ impl Client {
             .unwrap_or(Local::NeedKey)
     }
 
-    /// Takes `cost` from every binding covering (api, stage), all or nothing.
+    /// Takes `cost` from every binding covering (api, stage), and from its throttle for
+    /// `route`, all or nothing. `now` is the hot clock's upper bound of now.
     #[inline]
     fn admit(
         &self,
@@ -373,8 +441,16 @@ impl Client {
     ) -> Local {
         let inner = &*self.inner;
         let mut charges = Charges::new();
+        let mut throttled = Throttled::new();
         let mut info = RateInfo::default();
         let mut covered = false;
+        // Returns every token taken so far.
+        let undo = |charges: &mut Charges, throttled: &mut Throttled| {
+            decision::undo(charges, cost);
+            for t in throttled.drain(..) {
+                t.give_back(cost);
+            }
+        };
         for b in bindings {
             if !b.plan.covers(api, stage) {
                 continue;
@@ -387,7 +463,7 @@ impl Client {
                     generation,
                     left,
                 } => {
-                    charges.push(Charge::Lease {
+                    charges.push(Charge {
                         bucket: bucket.clone(),
                         slot,
                         generation,
@@ -415,7 +491,7 @@ impl Client {
                     }
                 }
                 Take::Refused(refusal) => {
-                    decision::undo(&mut charges, cost);
+                    undo(&mut charges, &mut throttled);
                     let reset_at_ms = bucket.reset_at_ms.load(Ordering::Relaxed);
                     let reason = match refusal {
                         Refusal::QuotaExceeded => DenyReason::QuotaExceeded {
@@ -437,7 +513,15 @@ impl Client {
                 }
                 Take::Empty => {
                     if inner.reachable.load(Ordering::Relaxed) {
-                        decision::undo(&mut charges, cost);
+                        undo(&mut charges, &mut throttled);
+                        inner.refill_signal.notify_one();
+                        // Fetch the throttle's first chunk in the same wait.
+                        if let Some(pool) = b.throttle_for(route)
+                            && pool.live_tokens(now) < cost
+                            && pool.want(cost)
+                        {
+                            inner.throttle_signal.notify_one();
+                        }
                         return Local::NeedLease;
                     }
                     // Unreachable and out of leases: the safe rate, if any.
@@ -447,10 +531,9 @@ impl Client {
                                 .metrics
                                 .admitted_unreachable
                                 .fetch_add(1, Ordering::Relaxed);
-                            charges.push(Charge::Safe);
                         }
                         _ => {
-                            decision::undo(&mut charges, cost);
+                            undo(&mut charges, &mut throttled);
                             return Local::Done(
                                 self.deny(DenyReason::Unavailable, RateInfo::default()),
                             );
@@ -458,11 +541,26 @@ impl Client {
                     }
                 }
             }
-            if let Some(g) = b.throttle_for(route) {
-                match g.try_take(cost, now) {
-                    Ok(()) => charges.push(Charge::Throttle(g.clone())),
-                    Err(wait_ns) => {
-                        decision::undo(&mut charges, cost);
+            if let Some(pool) = b.throttle_for(route) {
+                if let Some((slot, generation, left)) = pool.take(cost, now) {
+                    throttled.push(ThrottleTaken::Pool(pool, slot, generation));
+                    if left < pool.low_water && pool.want(cost) {
+                        inner.throttle_signal.notify_one();
+                    }
+                } else {
+                    let wait_ns = match self.throttle_empty(pool, cost, now) {
+                        Ok(Some(g)) => {
+                            throttled.push(ThrottleTaken::Fallback(g));
+                            None
+                        }
+                        Ok(None) => {
+                            undo(&mut charges, &mut throttled);
+                            return Local::NeedThrottle;
+                        }
+                        Err(wait_ns) => Some(wait_ns),
+                    };
+                    if let Some(wait_ns) = wait_ns {
+                        undo(&mut charges, &mut throttled);
                         let reason = DenyReason::Throttled {
                             plan: b.plan.id,
                             retry_after: Duration::from_nanos(wait_ns),
@@ -477,6 +575,34 @@ impl Client {
         }
         inner.metrics.allowed();
         Local::Done(Decision::Allow(Permit::new(info, cost, charges)))
+    }
+
+    /// A request found `pool` without `cost` live tokens. Answers `Ok(Some(gcra))` when the
+    /// local fallback admitted it (cluster unreachable, safe-rate mode), `Ok(None)` when
+    /// the pool was just not filled yet (wait for the fetch), or `Err(ns)`: throttled,
+    /// retry after that long.
+    #[cold]
+    fn throttle_empty<'p>(
+        &self,
+        pool: &'p Pool,
+        cost: u64,
+        now: u64,
+    ) -> Result<Option<&'p Gcra>, u64> {
+        let inner = &*self.inner;
+        if pool.want(cost) {
+            inner.throttle_signal.notify_one();
+        }
+        let retry_at = pool.retry_at_ns.load(Ordering::Acquire);
+        if !inner.throttle_reachable.load(Ordering::Relaxed) {
+            return match &pool.fallback {
+                Some(g) => g.try_take(cost, now).map(|()| Some(g)),
+                None => Err(retry_at.saturating_sub(now).max(pool.ns_per_token)),
+            };
+        }
+        if retry_at > now {
+            return Err(retry_at - now);
+        }
+        Ok(None)
     }
 
     /// The client's counters.

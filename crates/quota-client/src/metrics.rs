@@ -31,6 +31,9 @@ pub(crate) struct Metrics {
     pub(crate) watch_events: AtomicU64,
     pub(crate) admitted_unreachable: AtomicU64,
     pub(crate) admitted_unreachable_reported: AtomicU64,
+    pub(crate) throttle_rpcs: AtomicU64,
+    pub(crate) throttle_failures: AtomicU64,
+    pub(crate) throttle_tokens: AtomicU64,
 }
 
 fn stripe_index() -> usize {
@@ -62,6 +65,9 @@ impl Metrics {
             watch_events: AtomicU64::new(0),
             admitted_unreachable: AtomicU64::new(0),
             admitted_unreachable_reported: AtomicU64::new(0),
+            throttle_rpcs: AtomicU64::new(0),
+            throttle_failures: AtomicU64::new(0),
+            throttle_tokens: AtomicU64::new(0),
         }
     }
 
@@ -114,6 +120,9 @@ impl Metrics {
             watch_events: get(&self.watch_events),
             admitted_unreachable: get(&self.admitted_unreachable),
             admitted_unreachable_reported: get(&self.admitted_unreachable_reported),
+            throttle_rpcs: get(&self.throttle_rpcs),
+            throttle_failures: get(&self.throttle_failures),
+            throttle_tokens: get(&self.throttle_tokens),
         }
     }
 }
@@ -153,6 +162,12 @@ pub struct MetricsSnapshot {
     pub admitted_unreachable: u64,
     /// Of those, how many were reported (logged) after the cluster became reachable.
     pub admitted_unreachable_reported: u64,
+    /// `Gateway.Throttle` requests sent (each one RPC, many throttle pools).
+    pub throttle_rpcs: u64,
+    /// Throttle requests that no node answered within the retry deadline.
+    pub throttle_failures: u64,
+    /// Throttle tokens the leader granted to this gateway.
+    pub throttle_tokens: u64,
 }
 
 impl MetricsSnapshot {

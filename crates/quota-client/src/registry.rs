@@ -21,13 +21,12 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use hashbrown::HashTable;
-use quota_core::secret::constant_time_eq;
 use quota_core::{KeyId, PlanId, PlanSpec, SecretHash, Throttle};
 use quota_proto::v1;
 
 use crate::allowance::Bucket;
 use crate::clock::Clock;
-use crate::throttle::Gcra;
+use crate::throttle::{Gcra, Pool};
 
 /// Shards of the secret cache: writers copy one shard at a time.
 const SECRET_SHARDS: usize = 64;
@@ -78,25 +77,36 @@ impl PlanView {
 pub(crate) struct Binding {
     pub(crate) plan: Arc<PlanView>,
     pub(crate) bucket: Arc<Bucket>,
-    /// The plan's throttle for this key.
-    pub(crate) throttle: Option<Arc<Gcra>>,
-    /// Per-route throttles: (method, path, bucket), overriding `throttle`.
-    pub(crate) routes: Vec<(Box<str>, Box<str>, Arc<Gcra>)>,
+    /// The plan's throttle pool for this key.
+    pub(crate) throttle: Option<Arc<Pool>>,
+    /// Per-route throttle pools: (method, path, pool), overriding `throttle`.
+    pub(crate) routes: Vec<(Box<str>, Box<str>, Arc<Pool>)>,
 }
 
 impl Binding {
-    /// The throttle that applies to `route` ("METHOD /path").
+    /// The throttle pool that applies to `route` ("METHOD /path"): the plan's route
+    /// throttle whose key is exactly the route, else one for the path with method "*",
+    /// else the plan's throttle.
     #[inline]
-    pub(crate) fn throttle_for(&self, route: &str) -> Option<&Arc<Gcra>> {
+    pub(crate) fn throttle_for(&self, route: &str) -> Option<&Pool> {
         if !self.routes.is_empty() {
             let (method, path) = route.split_once(' ').unwrap_or(("", route));
-            for (m, p, g) in &self.routes {
-                if &**p == path && (&**m == method || &**m == "*") {
-                    return Some(g);
+            let mut any_method = None;
+            for (m, p, pool) in &self.routes {
+                if &**p == path {
+                    if &**m == method {
+                        return Some(pool);
+                    }
+                    if &**m == "*" {
+                        any_method = Some(&**pool);
+                    }
                 }
             }
+            if any_method.is_some() {
+                return any_method;
+            }
         }
-        self.throttle.as_ref()
+        self.throttle.as_deref()
     }
 }
 
@@ -225,6 +235,28 @@ impl SecretCache {
     }
 }
 
+/// Whether `a == b`, in time that depends only on their lengths: eight bytes per step
+/// (quota-core's version goes byte by byte, a tenth of the hot path's budget for a 48-byte
+/// secret).
+#[inline]
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u64;
+    let (a8, a_tail) = a.split_at(a.len() - a.len() % 8);
+    let (b8, b_tail) = b.split_at(a8.len());
+    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
+        let x = u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]));
+        let y = u64::from_ne_bytes(y.try_into().unwrap_or([0; 8]));
+        diff |= x ^ y;
+    }
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        diff |= u64::from(x ^ y);
+    }
+    diff == 0
+}
+
 /// What the registry knows of a cached key.
 struct KeyRecord {
     state: Arc<KeyState>,
@@ -232,19 +264,19 @@ struct KeyRecord {
     entries: Vec<Arc<SecretEntry>>,
 }
 
-/// A throttle bucket with the parameters it was built from.
-struct ThrottleRecord {
-    rate: f64,
-    burst: u64,
-    gcra: Arc<Gcra>,
-}
+/// A throttle pool's identity: (plan, key, the plan's route key or `None`).
+type PoolKey = (PlanId, KeyId, Option<Box<str>>);
 
 /// Everything off the hot path. Guarded by one mutex in the client.
 pub(crate) struct Registry {
     pub(crate) plans: HashMap<PlanId, Arc<PlanView>>,
     keys: HashMap<KeyId, KeyRecord>,
     pub(crate) buckets: HashMap<(PlanId, KeyId), Arc<Bucket>>,
-    throttles: HashMap<(PlanId, KeyId, Option<String>), ThrottleRecord>,
+    throttles: HashMap<PoolKey, Arc<Pool>>,
+    /// Every pool in `throttles`, for the throttle refill task (rebuilt on change, so a
+    /// round costs one `Arc` clone, not one per pool).
+    pools: Arc<Vec<Arc<Pool>>>,
+    pools_dirty: bool,
     /// Hashes no key has, until a monotonic ns.
     misses: HashMap<SecretHash, u64>,
     /// Counts key-changing events; `touched[k]` is the count at the last one about `k`.
@@ -255,15 +287,24 @@ pub(crate) struct Registry {
     capacity: usize,
     safe_rate: f64,
     throttle_share: f64,
+    /// Seconds of a throttle's rate asked for per chunk.
+    throttle_chunk_secs: f64,
 }
 
 impl Registry {
-    pub(crate) fn new(capacity: usize, safe_rate: f64, throttle_share: f64) -> Registry {
+    pub(crate) fn new(
+        capacity: usize,
+        safe_rate: f64,
+        throttle_share: f64,
+        throttle_chunk_secs: f64,
+    ) -> Registry {
         Registry {
             plans: HashMap::new(),
             keys: HashMap::new(),
             buckets: HashMap::new(),
             throttles: HashMap::new(),
+            pools: Arc::new(Vec::new()),
+            pools_dirty: false,
             misses: HashMap::new(),
             touch_seq: 0,
             touched: HashMap::new(),
@@ -271,6 +312,7 @@ impl Registry {
             capacity,
             safe_rate,
             throttle_share,
+            throttle_chunk_secs,
         }
     }
 
@@ -411,13 +453,14 @@ impl Registry {
                 .clone();
             let throttle = plan
                 .throttle
-                .and_then(|t| self.throttle_bucket(plan_id, id, None, t));
+                .map(|t| self.throttle_pool(plan_id, id, None, t));
             let routes = plan
                 .routes
                 .iter()
-                .filter_map(|(m, p, t)| {
-                    let g = self.throttle_bucket(plan_id, id, Some(format!("{m} {p}")), *t)?;
-                    Some((m.clone(), p.clone(), g))
+                .map(|(m, p, t)| {
+                    let route = format!("{m} {p}").into_boxed_str();
+                    let pool = self.throttle_pool(plan_id, id, Some(route), *t);
+                    (m.clone(), p.clone(), pool)
                 })
                 .collect();
             bindings.push(Binding {
@@ -430,43 +473,51 @@ impl Registry {
         state.bindings.store(Arc::new(bindings));
     }
 
-    fn throttle_bucket(
+    /// The pool of (plan, key, route) under throttle `t`; a new one (empty) when the
+    /// throttle changed.
+    fn throttle_pool(
         &mut self,
         plan: PlanId,
         key: KeyId,
-        route: Option<String>,
+        route: Option<Box<str>>,
         t: Throttle,
-    ) -> Option<Arc<Gcra>> {
-        let share = self.throttle_share;
-        let rec = self.throttles.entry((plan, key, route));
+    ) -> Arc<Pool> {
         use std::collections::hash_map::Entry;
-        match rec {
-            Entry::Occupied(o)
-                if o.get().rate == t.rate_per_sec() && o.get().burst == t.burst() =>
-            {
-                Some(o.get().gcra.clone())
+        let fallback = (self.safe_rate > 0.0).then_some(self.throttle_share);
+        let make = |route| {
+            Arc::new(Pool::new(
+                plan,
+                key,
+                route,
+                t,
+                self.throttle_chunk_secs,
+                fallback,
+            ))
+        };
+        match self.throttles.entry((plan, key, route.clone())) {
+            Entry::Occupied(o) if o.get().throttle == t => o.get().clone(),
+            Entry::Occupied(mut o) => {
+                let pool = make(route);
+                o.insert(pool.clone());
+                self.pools_dirty = true;
+                pool
             }
-            other => {
-                let gcra = Arc::new(Gcra::new(
-                    t.rate_per_sec() * share,
-                    t.burst() as f64 * share,
-                )?);
-                let record = ThrottleRecord {
-                    rate: t.rate_per_sec(),
-                    burst: t.burst(),
-                    gcra: gcra.clone(),
-                };
-                match other {
-                    Entry::Occupied(mut o) => {
-                        o.insert(record);
-                    }
-                    Entry::Vacant(v) => {
-                        v.insert(record);
-                    }
-                }
-                Some(gcra)
+            Entry::Vacant(v) => {
+                let pool = make(route);
+                v.insert(pool.clone());
+                self.pools_dirty = true;
+                pool
             }
         }
+    }
+
+    /// Every throttle pool, for the throttle refill task.
+    pub(crate) fn all_pools(&mut self) -> Arc<Vec<Arc<Pool>>> {
+        if self.pools_dirty {
+            self.pools = Arc::new(self.throttles.values().cloned().collect());
+            self.pools_dirty = false;
+        }
+        self.pools.clone()
     }
 
     /// Replaces every plan (a fresh initial state from the watch stream).
@@ -684,7 +735,7 @@ mod tests {
     fn events_reach_cached_keys() {
         let clock = Clock::new();
         let cache = SecretCache::new(100);
-        let mut reg = Registry::new(100, 0.0, 1.0);
+        let mut reg = Registry::new(100, 0.0, 1.0, 0.05);
         reg.replace_plans(vec![plan_proto("p1", "orders"), plan_proto("p2", "users")]);
         let answer = v1::GatewayKey {
             key: Some(v1::ApiKey {
@@ -710,13 +761,21 @@ mod tests {
         let b = &state.bindings.load()[0];
         assert!(b.plan.covers("orders", "prod"));
         assert!(!b.plan.covers("orders", "dev"));
-        assert!(Arc::ptr_eq(
+        assert!(std::ptr::eq(
             b.throttle_for("GET /slow").unwrap(),
-            &b.routes[0].2
+            &*b.routes[0].2
         ));
-        assert!(Arc::ptr_eq(
+        assert_eq!(
+            b.throttle_for("GET /slow").unwrap().route.as_deref(),
+            Some("GET /slow")
+        );
+        assert!(std::ptr::eq(
             b.throttle_for("POST /x").unwrap(),
-            b.throttle.as_ref().unwrap()
+            &**b.throttle.as_ref().unwrap()
+        ));
+        assert!(std::ptr::eq(
+            b.throttle_for("POST /slow").unwrap(),
+            &**b.throttle.as_ref().unwrap()
         ));
 
         use v1::watch_event::Event;
@@ -767,10 +826,32 @@ mod tests {
         assert!(cache.with(secret, |_| ()).is_none());
     }
 
+    // Property: the 8-bytes-per-step comparison agrees with plain equality.
+    // Set-up: every pair of prefixes of two 48-byte strings that differ at one position,
+    // for each position. Pass: equal exactly when the slices are equal.
+    #[test]
+    fn constant_time_eq_agrees_with_eq() {
+        let a: Vec<u8> = (0..48u8).collect();
+        for i in 0..48 {
+            let mut b = a.clone();
+            b[i] ^= 0x40;
+            for la in [0, 1, 7, 8, 9, 16, 47, 48] {
+                for lb in [0, 1, 7, 8, 9, 16, 47, 48] {
+                    assert_eq!(
+                        constant_time_eq(&a[..la], &b[..lb]),
+                        a[..la] == b[..lb],
+                        "{i} {la} {lb}"
+                    );
+                    assert_eq!(constant_time_eq(&a[..la], &a[..lb]), la == lb);
+                }
+            }
+        }
+    }
+
     // Property: misses are remembered until their time and the table stays bounded.
     #[test]
     fn misses_expire_and_stay_bounded() {
-        let mut reg = Registry::new(4, 0.0, 1.0);
+        let mut reg = Registry::new(4, 0.0, 1.0, 0.05);
         for i in 0..10u8 {
             reg.remember_miss(SecretHash([i; 32]), 0, 100);
         }

@@ -2,6 +2,7 @@
 //! Run: `cargo test -p quota-client --test cluster -- --test-threads=1`.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -362,6 +363,175 @@ async fn leader_kill_reaches_no_caller() {
             "admitted more than counted"
         );
         ensure!(usage.used <= L, "used past the limit");
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
+
+/// Admissions per 1-second window: (largest count over every sliding window, count of each
+/// aligned whole second `[k, k+1)` for k = 1 .. `seconds`). `times_us` are µs since the
+/// origin.
+fn windows(times_us: &mut [u64], seconds: u64) -> (usize, Vec<usize>) {
+    times_us.sort_unstable();
+    // The busiest sliding window starts at an admission.
+    let max = (0..times_us.len())
+        .map(|i| times_us[i..].partition_point(|&t| t < times_us[i] + 1_000_000))
+        .max()
+        .unwrap_or(0);
+    let aligned = (1..seconds)
+        .map(|k| {
+            times_us
+                .iter()
+                .filter(|&&t| (k * 1_000_000..(k + 1) * 1_000_000).contains(&t))
+                .count()
+        })
+        .collect();
+    (max, aligned)
+}
+
+// Property: a throttle (rate R, burst B) holds across all gateways together, to the bound
+// the crate documents: in every sliding 1-second window, admissions <= B + R x (1 + pool
+// lifetime); and it is not starved: every aligned whole second after the first admits at
+// least 80% of R. The same for a route throttle, which overrides the plan's throttle on
+// its route.
+// Set-up: 3 nodes; a plan with throttle R = 40/s, B = 10, and route throttle
+// "GET /slow" R = 20/s, B = 5; quota far above (2^40); one key; 8 gateways (default
+// config: pool lifetime 250 ms, chunks of 50 ms of rate) x 2 workers per route, each
+// checking in a loop for 5 s (demand far above R: a denied worker pauses 2 ms); the time
+// of every admission is recorded from one monotonic origin.
+// Pass: plan route max sliding window <= 10 + 40 x 1.25 = 60, each of seconds 1..4 >= 32;
+// "GET /slow" max <= 5 + 20 x 1.25 = 30, each of seconds 1..4 >= 16; every denial is
+// `Throttled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttles_hold_across_eight_gateways_within_the_documented_bound() {
+    let cluster = Cluster::start(3, ClusterOpts::default())
+        .await
+        .expect("cluster starts");
+    let result = async {
+        const R: f64 = 40.0;
+        const B: u64 = 10;
+        const R_SLOW: f64 = 20.0;
+        const B_SLOW: u64 = 5;
+        const SLOW: &str = "GET /slow";
+        const SECONDS: u64 = 5;
+        let clients = cluster.clients();
+        let mut spec = ops::plan_spec("throttled", 1 << 40);
+        spec.throttle = Some(v1::Throttle {
+            rate_limit: R,
+            burst_limit: B,
+        });
+        spec.route_throttles = [(
+            SLOW.to_owned(),
+            v1::Throttle {
+                rate_limit: R_SLOW,
+                burst_limit: B_SLOW,
+            },
+        )]
+        .into();
+        let req = v1::CreatePlanRequest {
+            request_id: request_id(),
+            spec: Some(spec),
+        };
+        let plan = retry(&clients, 0, DEADLINE, |mut c| {
+            let req = req.clone();
+            async move { c.admin.create_plan(req).await }
+        })
+        .await?
+        .plan
+        .ok_or_else(|| anyhow!("no plan"))?
+        .id;
+        let req = v1::CreateKeyRequest {
+            request_id: request_id(),
+            spec: Some(v1::KeySpec {
+                name: "throttled-key".into(),
+                ..Default::default()
+            }),
+        };
+        let reply = retry(&clients, 0, DEADLINE, |mut c| {
+            let req = req.clone();
+            async move { c.admin.create_key(req).await }
+        })
+        .await?;
+        let key = reply.key.ok_or_else(|| anyhow!("no key"))?.id;
+        ops::attach(&clients, &plan, &key, DEADLINE).await?;
+        let secret = reply.secret;
+        let gws = gateways(&cluster, 8, |_| {}).await?;
+        let lifetime = ClientConfig::new(vec![], "x")
+            .throttle_pool_ttl
+            .as_secs_f64();
+
+        let admitted: Arc<[Mutex<Vec<u64>>; 2]> = Arc::new([Mutex::default(), Mutex::default()]);
+        let other_denials = Arc::new(AtomicU64::new(0));
+        let throttled = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let run_for = Duration::from_secs(SECONDS);
+        let mut tasks = Vec::new();
+        for gw in &gws {
+            for (which, route) in [(0usize, ROUTE), (1, SLOW), (0, ROUTE), (1, SLOW)] {
+                let (gw, secret) = (gw.clone(), secret.clone());
+                let (admitted, other, throttled) =
+                    (admitted.clone(), other_denials.clone(), throttled.clone());
+                tasks.push(tokio::spawn(async move {
+                    while start.elapsed() < run_for {
+                        match gw.check(secret.as_bytes(), API, STAGE, route, 1).await {
+                            Decision::Allow(p) => {
+                                let at = start.elapsed().as_micros() as u64;
+                                p.commit();
+                                admitted[which].lock().unwrap().push(at);
+                            }
+                            Decision::Deny(d) => {
+                                if matches!(d.reason, DenyReason::Throttled { .. }) {
+                                    throttled.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    other.fetch_add(1, Ordering::Relaxed);
+                                }
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await?;
+        }
+        let m = gws[0].metrics();
+        for gw in &gws {
+            gw.shutdown().await;
+        }
+        let mut failures = Vec::new();
+        for (which, name, rate, burst) in [(0, ROUTE, R, B), (1, SLOW, R_SLOW, B_SLOW)] {
+            let mut times = admitted[which].lock().unwrap().clone();
+            let total = times.len();
+            let (max, aligned) = windows(&mut times, SECONDS);
+            let bound = burst as f64 + rate * (1.0 + lifetime);
+            let min = aligned.iter().copied().min().unwrap_or(0);
+            eprintln!(
+                "throttle {name}: R={rate} B={burst} total={total} in {SECONDS} s; max \
+                 sliding 1 s window={max} (bound {bound}); aligned seconds 1..{SECONDS}: \
+                 {aligned:?} (min {min}, {:.0}% of R)",
+                min as f64 * 100.0 / rate
+            );
+            if max as f64 > bound {
+                failures.push(format!("{name}: {max} in one second > bound {bound}"));
+            }
+            if (min as f64) < 0.8 * rate {
+                failures.push(format!(
+                    "{name}: only {min} in a whole second < 80% of {rate}"
+                ));
+            }
+        }
+        eprintln!(
+            "throttled denials {}, other denials {}; gw0 metrics {m:?}",
+            throttled.load(Ordering::Relaxed),
+            other_denials.load(Ordering::Relaxed)
+        );
+        ensure!(failures.is_empty(), "{failures:?}");
+        ensure!(
+            other_denials.load(Ordering::Relaxed) == 0,
+            "denials other than throttled"
+        );
         Ok(())
     }
     .await;
