@@ -54,8 +54,9 @@ pub struct QuotaNode {
 
 /// Commands waiting to be proposed, at most this many (then callers wait: backpressure).
 const PROPOSAL_QUEUE_DEPTH: usize = 8192;
-/// Batches being replicated at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+/// Batches being replicated at once. Measured with incr-bench (BENCHMARKS.md): 2 beat 4 and
+/// 16, because fewer, larger entries cost less per command than more parallelism gains.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// One command waiting for the batcher.
 struct Pending {

@@ -80,6 +80,10 @@ impl ClusterService {
                 .map_err(|_| Status::internal("the admin token is not a valid header value"))?;
             req.metadata_mut().insert("authorization", value);
         }
+        req.metadata_mut().insert(
+            super::gateway::FORWARDED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
         Ok(req)
     }
 }
@@ -103,6 +107,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<AddNodeRequest>,
     ) -> Result<Response<AddNodeResponse>, Status> {
+        let was_forwarded = request
+            .metadata()
+            .contains_key(super::gateway::FORWARDED_HEADER);
         let req = request.into_inner();
         if req.id == 0 {
             return Err(Status::invalid_argument("id: must be 1 or more"));
@@ -114,6 +121,10 @@ impl Cluster for ClusterService {
             )));
         }
         if let Some(mut leader) = self.leader_client()? {
+            if was_forwarded {
+                // Forward once only: two nodes with stale views must not bounce it.
+                return Err(Status::unavailable("leadership is moving; retry"));
+            }
             let forwarded = self.forwarded(req)?;
             return leader.add_node(forwarded).await;
         }
@@ -136,8 +147,15 @@ impl Cluster for ClusterService {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let was_forwarded = request
+            .metadata()
+            .contains_key(super::gateway::FORWARDED_HEADER);
         let req = request.into_inner();
         if let Some(mut leader) = self.leader_client()? {
+            if was_forwarded {
+                // Forward once only: two nodes with stale views must not bounce it.
+                return Err(Status::unavailable("leadership is moving; retry"));
+            }
             let forwarded = self.forwarded(req)?;
             return leader.remove_node(forwarded).await;
         }

@@ -29,6 +29,9 @@ pub struct GatewayService {
     pub gateway_token: Option<String>,
 }
 
+/// Marks a request one node forwarded to another.
+pub const FORWARDED_HEADER: &str = "x-quotad-forwarded";
+
 /// Most buckets in one throttle request.
 const MAX_THROTTLE_WANTS: usize = 1024;
 /// Most tokens wanted from one bucket at once.
@@ -88,7 +91,8 @@ impl GatewayService {
             .take(plan, key, route, throttle, want.want, now);
         ThrottleGrant {
             granted: taken.granted,
-            retry_after_ms: taken.retry_after.as_millis() as u64,
+            // Rounded up, so a gateway never asks again before a token exists.
+            retry_after_ms: taken.retry_after.as_micros().div_ceil(1000) as u64,
             unlimited: false,
             rate_limit: throttle.rate_per_sec(),
             burst_limit: throttle.burst(),
@@ -292,6 +296,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<ThrottleRequest>,
     ) -> Result<Response<ThrottleResponse>, Status> {
+        let request_was_forwarded = request.metadata().contains_key(FORWARDED_HEADER);
         let req = request.into_inner();
         if req.wants.len() > MAX_THROTTLE_WANTS {
             return Err(Status::invalid_argument(format!(
@@ -304,7 +309,12 @@ impl Gateway for GatewayService {
             .leader()
             .ok_or_else(|| Status::unavailable("no leader is known; retry"))?;
         if leader != self.node.id {
-            // The buckets live on the leader: forward.
+            // The buckets live on the leader: forward, once. A forwarded request that reaches
+            // a node which is not the leader either (leadership moved) is refused, so two
+            // nodes with stale views cannot bounce it between them.
+            if request_was_forwarded {
+                return Err(Status::unavailable("leadership is moving; retry"));
+            }
             let channel = self.node.peers.channel(leader, &addr)?;
             let mut forwarded = Request::new(req);
             if let Some(token) = &self.gateway_token {
@@ -313,6 +323,10 @@ impl Gateway for GatewayService {
                 })?;
                 forwarded.metadata_mut().insert("authorization", value);
             }
+            forwarded.metadata_mut().insert(
+                FORWARDED_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
             return quota_proto::v1::gateway_client::GatewayClient::new(channel)
                 .throttle(forwarded)
                 .await;
