@@ -81,16 +81,7 @@ async fn admin_and_increment_flow() {
     let node = Node::start(None).await;
     let mut admin = node.admin();
     let mut data = node.data();
-    let plan = admin
-        .create_plan(CreatePlanRequest {
-            request_id: vec![],
-            spec: Some(plan_spec("basic", 5)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
+    let plan = node.plan(plan_spec("basic", 5)).await;
     let created = admin
         .create_key(CreateKeyRequest {
             request_id: vec![],
@@ -106,15 +97,7 @@ async fn admin_and_increment_flow() {
     let key = created.key.unwrap();
     assert!(created.secret.starts_with("qdk_"));
     assert!(created.secret.starts_with(&key.prefix));
-    admin
-        .attach(AttachRequest {
-            request_id: vec![],
-            plan: plan_sel(&plan.id),
-            key: key_named("alice"),
-            extra_per_period: 0,
-        })
-        .await
-        .unwrap();
+    node.attach(plan_sel(&plan.id), key_named("alice")).await;
     for i in 1..=5u64 {
         let r = data
             .increment(incr_by_secret(&created.secret, 1))
@@ -297,16 +280,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let node = Node::start(None).await;
     let mut admin = node.admin();
     let mut data = node.data();
-    let plan = admin
-        .create_plan(CreatePlanRequest {
-            request_id: vec![],
-            spec: Some(plan_spec("basic", 5)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
+    let plan = node.plan(plan_spec("basic", 5)).await;
 
     // An invalid plan: zero quota, a bad route, a duplicate name.
     let mut bad = plan_spec("other", 0);
@@ -449,16 +423,7 @@ async fn retries_are_applied_once() {
     let node = Node::start(None).await;
     let mut admin = node.admin();
     let mut data = node.data();
-    let plan = admin
-        .create_plan(CreatePlanRequest {
-            request_id: vec![],
-            spec: Some(plan_spec("basic", 100)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
+    let plan = node.plan(plan_spec("basic", 100)).await;
     let create = CreateKeyRequest {
         request_id: vec![7; 16],
         spec: Some(KeySpec {
@@ -470,15 +435,7 @@ async fn retries_are_applied_once() {
     let again = admin.create_key(create).await.unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists);
     assert!(!again.message().contains(&created.secret));
-    admin
-        .attach(AttachRequest {
-            request_id: vec![],
-            plan: plan_sel(&plan.id),
-            key: key_named("k"),
-            extra_per_period: 0,
-        })
-        .await
-        .unwrap();
+    node.attach(plan_sel(&plan.id), key_named("k")).await;
     let mut req = incr_by_secret(&created.secret, 3);
     req.request_id = vec![9; 16];
     let first = data.increment(req.clone()).await.unwrap().into_inner();
@@ -540,16 +497,7 @@ async fn gateway_leases_lookup_and_watch() {
     let node = Node::start(None).await;
     let mut admin = node.admin();
     let mut gateway = GatewayClient::new(node.channel.clone());
-    let plan = admin
-        .create_plan(CreatePlanRequest {
-            request_id: vec![],
-            spec: Some(plan_spec("basic", 100)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
+    let plan = node.plan(plan_spec("basic", 100)).await;
     let created = admin
         .create_key(CreateKeyRequest {
             request_id: vec![],
@@ -562,15 +510,7 @@ async fn gateway_leases_lookup_and_watch() {
         .unwrap()
         .into_inner();
     let key = created.key.unwrap();
-    admin
-        .attach(AttachRequest {
-            request_id: vec![],
-            plan: plan_sel(&plan.id),
-            key: key_sel(&key.id),
-            extra_per_period: 0,
-        })
-        .await
-        .unwrap();
+    node.attach(plan_sel(&plan.id), key_sel(&key.id)).await;
 
     let mut stream = gateway
         .watch(WatchRequest {
@@ -697,33 +637,14 @@ async fn gateway_leases_lookup_and_watch() {
 #[tokio::test]
 async fn gateway_throttle_tokens() {
     let node = Node::start(None).await;
-    let mut admin = node.admin();
     let mut gateway = GatewayClient::new(node.channel.clone());
     let mut spec = plan_spec("throttled", 1000);
     spec.throttle = Some(Throttle {
         rate_limit: 10.0,
         burst_limit: 5,
     });
-    let throttled = admin
-        .create_plan(CreatePlanRequest {
-            request_id: vec![],
-            spec: Some(spec),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
-    let free = admin
-        .create_plan(CreatePlanRequest {
-            request_id: vec![],
-            spec: Some(plan_spec("free", 1000)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
+    let throttled = node.plan(spec).await;
+    let free = node.plan(plan_spec("free", 1000)).await;
     let want = |plan: &str, n: u64| ThrottleWant {
         plan_id: plan.into(),
         key_id: "k1".into(),

@@ -88,6 +88,33 @@ impl Node {
         DataClient::new(self.channel.clone())
     }
 
+    /// Create a plan; panics if refused.
+    pub async fn plan(&self, spec: PlanSpec) -> UsagePlan {
+        self.admin()
+            .create_plan(CreatePlanRequest {
+                request_id: vec![],
+                spec: Some(spec),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .plan
+            .unwrap()
+    }
+
+    /// Attach a key to a plan; panics if refused.
+    pub async fn attach(&self, plan: Option<PlanSelector>, key: Option<KeySelector>) {
+        self.admin()
+            .attach(AttachRequest {
+                request_id: vec![],
+                plan,
+                key,
+                extra_per_period: 0,
+            })
+            .await
+            .unwrap();
+    }
+
     pub fn cluster(&self) -> ClusterClient<Channel> {
         ClusterClient::new(self.channel.clone())
     }
