@@ -256,6 +256,10 @@ pub struct PlanSpecArgs {
     /// Quota: the day of the month monthly periods start, 1 to 28 (default 1).
     #[arg(long, value_name = "DAY")]
     pub month_start_day: Option<u32>,
+    /// Requests per second per key a gateway may admit while the cluster is unreachable
+    /// and its leases are spent (not reserved: an exception to the quota you choose); 0 denies.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub safe_rate: Option<f64>,
     /// An API stage the plan covers, API/STAGE (repeatable).
     #[arg(long = "stage", value_name = "API/STAGE")]
     pub stages: Vec<String>,

@@ -524,6 +524,9 @@ fn apply_plan_flags(spec: &mut v1::PlanSpec, args: &PlanSpecArgs) -> Result<(), 
     if let Some(d) = &args.description {
         spec.description = d.clone();
     }
+    if let Some(rate) = args.safe_rate {
+        spec.safe_rate = rate;
+    }
     if let (Some(rate), Some(burst)) = (args.rate, args.burst) {
         spec.throttle = Some(v1::Throttle {
             rate_limit: rate,

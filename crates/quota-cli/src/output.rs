@@ -11,7 +11,7 @@
 //! - plan: `id`, `name`, `description`, `throttle` (`rate_limit`, `burst_limit`) or null,
 //!   `quota` (`limit`, `period` "DAY"/"WEEK"/"MONTH", `offset`, `week_start`,
 //!   `month_start_day`) or null, `stages` (list of `{api, stage}`), `route_throttles`
-//!   (route -> throttle), `created_at`, `updated_at`; `plan get` adds `keys`.
+//!   (route -> throttle), `safe_rate`, `created_at`, `updated_at`; `plan get` adds `keys`.
 //! - usage (current period): `plan_id`, `key_id`, `limit`, `used`, `reserved`,
 //!   `remaining`, `period_start`, `reset_at` (`limit` and `remaining` null without quota).
 //! - usage report: `plan_id`, `start_date`, `end_date`, `keys`: list of `{key_id,
@@ -168,6 +168,8 @@ pub struct PlanView {
     pub quota: Option<QuotaView>,
     pub stages: Vec<StageView>,
     pub route_throttles: BTreeMap<String, ThrottleView>,
+    /// Requests per second per key a gateway may admit while the cluster is unreachable.
+    pub safe_rate: f64,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
 }
@@ -194,6 +196,7 @@ impl From<&v1::UsagePlan> for PlanView {
                 .iter()
                 .map(|(r, t)| (r.clone(), ThrottleView::from(t)))
                 .collect(),
+            safe_rate: spec.safe_rate,
             created_at: time(p.created_at),
             updated_at: time(p.updated_at),
         }

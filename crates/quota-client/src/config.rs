@@ -50,8 +50,8 @@ pub struct ClientConfig {
     /// `Unavailable`.
     pub max_wait: Duration,
     /// Requests per second admitted per (plan, key) while the cluster is unreachable and
-    /// the held leases are spent or expired. 0 (the default) = deny. The cluster's
-    /// `PlanSpec` has no `safe_rate` yet, so this is one client-wide value.
+    /// the held leases are spent or expired, for plans whose own `safe_rate` is 0. 0 (the
+    /// default) = deny. A plan's `safe_rate` (set by the operator) takes precedence.
     pub safe_rate: f64,
     /// Throttles are enforced by the cluster's leader for all gateways together; this is
     /// only the fraction of a throttle (rate and burst) this gateway enforces **alone**,

@@ -41,6 +41,9 @@ pub(crate) struct PlanView {
     pub(crate) throttle: Option<Throttle>,
     /// (method, path, throttle); method "*" matches every method.
     pub(crate) routes: Vec<(Box<str>, Box<str>, Throttle)>,
+    /// The plan's safe rate (requests per second per key while the cluster is
+    /// unreachable); 0 = the client's configured default.
+    pub(crate) safe_rate: f64,
 }
 
 impl PlanView {
@@ -61,6 +64,7 @@ impl PlanView {
                 .iter()
                 .map(|(r, t)| (r.method().into(), r.path().into(), *t))
                 .collect(),
+            safe_rate: spec.safe_rate(),
         })
     }
 
@@ -439,7 +443,13 @@ impl Registry {
             let Some(plan) = self.plans.get(&plan_id).cloned() else {
                 continue;
             };
-            let safe_rate = self.safe_rate;
+            // The plan's own safe rate wins; the client's setting is the default. A bucket keeps
+            // the rate it was made with (it holds leases); a changed rate applies to new ones.
+            let safe_rate = if plan.safe_rate > 0.0 {
+                plan.safe_rate
+            } else {
+                self.safe_rate
+            };
             let bucket = self
                 .buckets
                 .entry((plan_id, id))
@@ -453,13 +463,13 @@ impl Registry {
                 .clone();
             let throttle = plan
                 .throttle
-                .map(|t| self.throttle_pool(plan_id, id, None, t));
+                .map(|t| self.throttle_pool(plan_id, id, None, t, safe_rate));
             let routes = plan
                 .routes
                 .iter()
                 .map(|(m, p, t)| {
                     let route = format!("{m} {p}").into_boxed_str();
-                    let pool = self.throttle_pool(plan_id, id, Some(route), *t);
+                    let pool = self.throttle_pool(plan_id, id, Some(route), *t, safe_rate);
                     (m.clone(), p.clone(), pool)
                 })
                 .collect();
@@ -481,9 +491,10 @@ impl Registry {
         key: KeyId,
         route: Option<Box<str>>,
         t: Throttle,
+        safe_rate: f64,
     ) -> Arc<Pool> {
         use std::collections::hash_map::Entry;
-        let fallback = (self.safe_rate > 0.0).then_some(self.throttle_share);
+        let fallback = (safe_rate > 0.0).then_some(self.throttle_share);
         let make = |route| {
             Arc::new(Pool::new(
                 plan,

@@ -2,7 +2,7 @@
 //! leases.
 
 use crate::error::ValidationError;
-use crate::limits::{MAX_EXTRA, MAX_ROUTES_PER_PLAN, MAX_STAGES_PER_PLAN};
+use crate::limits::{MAX_EXTRA, MAX_RATE_PER_SEC, MAX_ROUTES_PER_PLAN, MAX_STAGES_PER_PLAN};
 use crate::period::{QuotaSpec, Window};
 use crate::secret::SecretHash;
 use crate::time::Timestamp;
@@ -113,7 +113,7 @@ pub struct KeyPatch {
 }
 
 /// What a usage plan is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawPlanSpec", into = "RawPlanSpec")]
 pub struct PlanSpec {
     name: Name,
@@ -122,10 +122,14 @@ pub struct PlanSpec {
     quota: Option<QuotaSpec>,
     stages: BTreeSet<ApiStage>,
     route_throttles: BTreeMap<Route, Throttle>,
+    safe_rate: f64,
 }
 
+// Validation rejects NaN, so equality is total.
+impl Eq for PlanSpec {}
+
 /// The unvalidated shape of a [`PlanSpec`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RawPlanSpec {
     pub name: Name,
     pub description: Description,
@@ -133,6 +137,11 @@ pub struct RawPlanSpec {
     pub quota: Option<QuotaSpec>,
     pub stages: BTreeSet<ApiStage>,
     pub route_throttles: BTreeMap<Route, Throttle>,
+    /// Requests per second (per key, per gateway) a gateway may admit while it cannot reach
+    /// the cluster and its leases have run out; 0 (the default) denies. Anything admitted
+    /// this way was not reserved first, so it is the one deliberate exception to the quota
+    /// invariant, chosen by the operator per plan.
+    pub safe_rate: f64,
 }
 
 impl RawPlanSpec {
@@ -145,6 +154,7 @@ impl RawPlanSpec {
             quota: None,
             stages: BTreeSet::new(),
             route_throttles: BTreeMap::new(),
+            safe_rate: 0.0,
         }
     }
 }
@@ -167,7 +177,16 @@ impl TryFrom<RawPlanSpec> for PlanSpec {
                 MAX_ROUTES_PER_PLAN,
             ));
         }
+        if !(raw.safe_rate.is_finite() && (0.0..=MAX_RATE_PER_SEC).contains(&raw.safe_rate)) {
+            return Err(ValidationError::out_of_range(
+                "safe_rate",
+                raw.safe_rate,
+                0,
+                MAX_RATE_PER_SEC,
+            ));
+        }
         Ok(PlanSpec {
+            safe_rate: raw.safe_rate,
             name: raw.name,
             description: raw.description,
             throttle: raw.throttle,
@@ -187,6 +206,7 @@ impl From<PlanSpec> for RawPlanSpec {
             quota: p.quota,
             stages: p.stages,
             route_throttles: p.route_throttles,
+            safe_rate: p.safe_rate,
         }
     }
 }
@@ -209,6 +229,11 @@ impl PlanSpec {
     }
     pub fn route_throttles(&self) -> &BTreeMap<Route, Throttle> {
         &self.route_throttles
+    }
+    /// Requests per second a gateway may admit per key while the cluster is unreachable
+    /// and its leases have run out; 0 denies.
+    pub fn safe_rate(&self) -> f64 {
+        self.safe_rate
     }
     pub fn covers(&self, stage: &ApiStage) -> bool {
         self.stages.contains(stage)

@@ -4,7 +4,7 @@
 use crate::state::State;
 
 /// Bumped whenever the serialised shape of [`State`] changes.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"QUOTASNP";
 
 /// A snapshot could not be written or read.

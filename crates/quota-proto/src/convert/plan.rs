@@ -201,6 +201,7 @@ impl TryFrom<v1::PlanSpec> for PlanSpec {
             quota: optional("quota", value.quota)?,
             stages,
             route_throttles,
+            safe_rate: value.safe_rate,
         })
     }
 }
@@ -218,6 +219,7 @@ impl From<&PlanSpec> for v1::PlanSpec {
                 .iter()
                 .map(|(r, t)| (r.as_str().to_owned(), v1::Throttle::from(*t)))
                 .collect(),
+            safe_rate: spec.safe_rate(),
         }
     }
 }
@@ -284,6 +286,7 @@ mod tests {
                 ("GET /users/{id}".into(), throttle(10.0, 20)),
                 ("POST /orders".into(), throttle(0.5, 1)),
             ]),
+            safe_rate: 2.5,
         }
     }
 
@@ -451,6 +454,13 @@ mod tests {
                     ..wire_plan()
                 },
                 "spec.route_throttles",
+            ),
+            (
+                v1::PlanSpec {
+                    safe_rate: -1.0,
+                    ..wire_plan()
+                },
+                "spec.safe_rate",
             ),
             (
                 v1::PlanSpec {
