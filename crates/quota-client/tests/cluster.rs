@@ -537,3 +537,115 @@ async fn throttles_hold_across_eight_gateways_within_the_documented_bound() {
     .await;
     cluster.finish(result);
 }
+
+// Property: with the whole cluster unreachable and the leases run out, a gateway admits at
+// the plan's safe rate and no more, a plan whose safe rate is 0 denies, and the gateway
+// counts what it admitted that way.
+// Set-up: 3 nodes; plan "safe" with safe_rate 4/s and plan "strict" with the default 0,
+// one key each; one gateway with 1 s leases warms both keys up, then every node is stopped.
+// After the leases' deadlines pass, 4 workers hammer both keys for 3 s.
+// Pass: "safe" admits between 1 and burst + rate x 3 s = 4 + 12 = 16 requests (the local
+// GCRA's bound); "strict" admits nothing; the metric `admitted_unreachable` equals what
+// "safe" admitted after the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_cluster_admits_at_the_plans_safe_rate() {
+    let mut cluster = Cluster::start(3, ClusterOpts::default())
+        .await
+        .expect("cluster starts");
+    let result = async {
+        let clients = cluster.clients();
+        let mut spec = ops::plan_spec("safe", 100_000);
+        spec.safe_rate = 4.0;
+        let req = v1::CreatePlanRequest {
+            request_id: request_id(),
+            spec: Some(spec),
+        };
+        let safe_plan = retry(&clients, 0, DEADLINE, |mut c| {
+            let req = req.clone();
+            async move { c.admin.create_plan(req).await }
+        })
+        .await?
+        .plan
+        .ok_or_else(|| anyhow!("no plan"))?
+        .id;
+        let safe_key = ops::create_key(&clients, "safe-key", DEADLINE).await?;
+        ops::attach(&clients, &safe_plan, &safe_key, DEADLINE).await?;
+        let safe_secret = {
+            let req = v1::RotateKeyRequest {
+                request_id: request_id(),
+                key: Some(v1::KeySelector {
+                    by: Some(v1::key_selector::By::Id(safe_key.clone())),
+                }),
+                grace_period_ms: 0,
+            };
+            retry(&clients, 0, DEADLINE, |mut c| {
+                let req = req.clone();
+                async move { c.admin.rotate_key(req).await }
+            })
+            .await?
+            .secret
+        };
+        let (_, _, strict_secret) = plan_and_key(&clients, "strict", 100_000).await?;
+        let gws = gateways(&cluster, 1, |c| {
+            c.lease_ttl = Duration::from_secs(1);
+            c.lease_safety_margin = Duration::from_millis(200);
+            c.renew_before = Duration::from_millis(300);
+            c.batch_retry_deadline = Duration::from_millis(500);
+            c.max_wait = Duration::from_millis(200);
+        })
+        .await?;
+        let gw = &gws[0];
+        for secret in [&safe_secret, &strict_secret] {
+            match gw.check(secret.as_bytes(), API, STAGE, ROUTE, 1).await {
+                Decision::Allow(p) => p.commit(),
+                Decision::Deny(d) => return Err(anyhow!("warm-up denied: {:?}", d.reason)),
+            }
+        }
+        cluster.stop_all().await?;
+        // Past every lease deadline (1 s TTL from the last renewal).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let before = gw.metrics().admitted_unreachable;
+        let admitted_safe = Arc::new(AtomicU64::new(0));
+        let admitted_strict = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let gw = gw.clone();
+            let (secret, counter) = if w % 2 == 0 {
+                (safe_secret.clone(), admitted_safe.clone())
+            } else {
+                (strict_secret.clone(), admitted_strict.clone())
+            };
+            tasks.push(tokio::spawn(async move {
+                while start.elapsed() < Duration::from_secs(3) {
+                    match gw.check(secret.as_bytes(), API, STAGE, ROUTE, 1).await {
+                        Decision::Allow(p) => {
+                            p.commit();
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Decision::Deny(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        let safe = admitted_safe.load(Ordering::Relaxed);
+        let strict = admitted_strict.load(Ordering::Relaxed);
+        let counted = gw.metrics().admitted_unreachable - before;
+        eprintln!("unreachable: safe plan admitted {safe}, strict plan {strict}, metric {counted}");
+        ensure!(
+            (1..=16).contains(&safe),
+            "safe plan admitted {safe}, outside 1..=16"
+        );
+        ensure!(
+            strict == 0,
+            "the strict plan admitted {strict} with the cluster down"
+        );
+        ensure!(counted == safe, "metric {counted} != admitted {safe}");
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}

@@ -50,6 +50,8 @@ pub struct QuotaNode {
     pub batcher: Batcher,
     /// Throttle buckets; used while this node is the leader.
     pub throttles: crate::throttle::ThrottleBook,
+    /// Becomes `true` when the node starts to stop; long-lived streams end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Commands waiting to be proposed, at most this many (then callers wait: backpressure).

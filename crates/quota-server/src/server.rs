@@ -42,6 +42,9 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// How long a stopping node waits for open requests to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// How often the leader looks for leases to expire.
 const LEASE_EXPIRY_TICK: Duration = Duration::from_millis(250);
 
@@ -60,6 +63,7 @@ pub async fn serve(
         source,
     })?;
     let (log_store, state_machine) = quota_store::open(&config.data_dir).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reader = state_machine.reader();
     let peers = Peers::new(config.peers.clone(), config.limits.max_raft_message_bytes);
     let network = NetworkFactory {
@@ -82,6 +86,7 @@ pub async fn serve(
         write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
         batcher: Batcher::start(raft.clone()),
         throttles: crate::throttle::ThrottleBook::default(),
+        stopping: stop_rx.clone(),
     });
     bootstrap(&config, &raft).await?;
     let expiry = tokio::spawn(expire_leases(node.clone()));
@@ -136,9 +141,24 @@ pub async fn serve(
         }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await;
+            async move {
+                shutdown.await;
+                // Ends every watch stream, so that their connections can close.
+                let _ = stop_tx.send(true);
+            },
+        );
+    // A graceful stop waits for open requests; give them `SHUTDOWN_GRACE`, then go anyway.
+    let mut stopping = stop_rx;
+    let served = tokio::select! {
+        served = served => served,
+        _ = async {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("requests still open {SHUTDOWN_GRACE:?} after the stop signal; closing anyway");
+            Ok(())
+        }
+    };
     tracing::info!(node = config.node_id, "shutting down");
     expiry.abort();
     if let Err(e) = raft.shutdown().await {

@@ -207,8 +207,20 @@ async fn run_watch(
         return;
     }
     let mut pending = Vec::new();
+    let mut stopping = node.stopping.clone();
     loop {
-        let applied = match feed.recv().await {
+        let received = tokio::select! {
+            received = feed.recv() => received,
+            changed = stopping.changed() => {
+                if changed.is_err() || *stopping.borrow() {
+                    let msg = "this node is shutting down; reconnect to another node";
+                    let _ = tx.send(Err(Status::unavailable(msg))).await;
+                    return;
+                }
+                continue;
+            }
+        };
+        let applied = match received {
             Ok(a) => a,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 let msg = format!(
