@@ -258,9 +258,9 @@ fn now_ms() -> u64 {
 // a streamed 256 KiB POST body) with the five rate-limit headers; it removes the key and
 // hop-by-hop headers before the upstream; public routes need no key; unknown routes get
 // a JSON 404; the check endpoint answers 200/403 without proxying.
-// Set-up: 1 node; plan (orders/prod, limit 100) with one key; the upstream; the binary
+// Set-up: 1 node; plan (orders/prod, limit 10^6) with one key; the upstream; the binary
 // started from a TOML file with `--listen 127.0.0.1:0` (the address read from stdout).
-// Pass: every answer as stated; X-RateLimit-Limit = 100 and Remaining < 100; the
+// Pass: every answer as stated; X-RateLimit-Limit = 10^6 and Remaining < 10^6; the
 // upstream served exactly the proxied requests (not the checks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_passes_through_with_headers() {
@@ -269,8 +269,10 @@ async fn binary_passes_through_with_headers() {
         .expect("cluster starts");
     let result = async {
         let clients = cluster.clients();
+        // Large enough that no lease holds all of it (see the quota boundary test).
+        const LIMIT: u64 = 1_000_000;
         let (k2, secret) = key(&clients, "pass-key", 0).await?;
-        let plan_id = ops::create_plan(&clients, "pass", 100, DEADLINE).await?;
+        let plan_id = ops::create_plan(&clients, "pass", LIMIT, DEADLINE).await?;
         ops::attach(&clients, &plan_id, &k2, DEADLINE).await?;
         let (up, served) = upstream().await?;
         let dir = tempfile::tempdir()?;
@@ -310,7 +312,7 @@ private = false
             "upstream saw a hop-by-hop header"
         );
         ensure!(
-            a.header("x-ratelimit-limit") == Some("100"),
+            a.header("x-ratelimit-limit") == Some("1000000"),
             "{:?}",
             a.headers
         );
@@ -318,10 +320,10 @@ private = false
             .header("x-ratelimit-remaining")
             .context("X-RateLimit-Remaining")?
             .parse()?;
-        ensure!(remaining < 100, "remaining {remaining}");
+        ensure!(remaining < LIMIT, "remaining {remaining}");
         ensure!(a.header("x-ratelimit-reset").is_some(), "X-RateLimit-Reset");
         ensure!(
-            a.header("ratelimit-policy") == Some("\"quota\";q=100"),
+            a.header("ratelimit-policy") == Some("\"quota\";q=1000000"),
             "RateLimit-Policy {:?}",
             a.header("ratelimit-policy")
         );
@@ -367,7 +369,7 @@ private = false
         let a = get(&http, addr, "/_quota/check/orders/9", Some(&secret)).await?;
         ensure!(a.status == StatusCode::OK, "check: {}", a.status);
         ensure!(
-            a.header("x-ratelimit-limit") == Some("100"),
+            a.header("x-ratelimit-limit") == Some("1000000"),
             "check headers"
         );
         let a = get(&http, addr, "/_quota/check/orders/9", None).await?;
@@ -434,7 +436,8 @@ impl Drop for GatewayProcess {
 // `other-stage`; key `lonely` in no plan; the gateway in process.
 // Pass: no key -> missing_key; an unknown secret -> invalid_key; disabled -> disabled;
 // expiring, after its expiry -> expired; other-stage and lonely -> not_covered; all 403;
-// `good` still 200; the upstream served exactly the one good request.
+// `good` still 200, in the header and in the `api_key` query parameter (which the
+// upstream does not see); the upstream served exactly those two requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_problem_is_a_403() {
     let cluster = Cluster::start(1, ClusterOpts::default())
@@ -442,7 +445,7 @@ async fn each_key_problem_is_a_403() {
         .expect("cluster starts");
     let result = async {
         let clients = cluster.clients();
-        let p = ops::create_plan(&clients, "p", 1000, DEADLINE).await?;
+        let p = ops::create_plan(&clients, "p", 1_000_000, DEADLINE).await?;
         let mut spec = ops::plan_spec("q", 1000);
         spec.stages[0].stage = "test".into();
         let q = plan(&clients, spec).await?;
@@ -496,8 +499,24 @@ async fn each_key_problem_is_a_403() {
         );
         let a = get(&http, gw.addr, "/orders/1", Some(&good_s)).await?;
         ensure!(a.status == StatusCode::OK, "good key: {}", a.status);
+        let a = get(
+            &http,
+            gw.addr,
+            &format!("/orders/1?x=1&api_key={good_s}"),
+            None,
+        )
+        .await?;
         ensure!(
-            served.load(Ordering::Relaxed) == 1,
+            a.status == StatusCode::OK,
+            "good key in the query: {}",
+            a.status
+        );
+        ensure!(
+            a.header("x-saw-key") == Some("no"),
+            "the key parameter reached the upstream"
+        );
+        ensure!(
+            served.load(Ordering::Relaxed) == 2,
             "upstream served a denied request"
         );
         gw.stop().await
@@ -513,9 +532,10 @@ async fn each_key_problem_is_a_403() {
 // answers 500), then `/orders/1` until L are admitted, then 3 more; then the gateway
 // shuts down (settling its leases).
 // Pass: the 500s are passed through; L requests are admitted, each within 5 s (a 429
-// before the L-th is tolerated and counted: quota-client returns a refund that arrives
-// after its lease was settled only with the next settlement, so the last refunded tokens
-// come back a few hundred ms late); every request after the L-th answers 429
+// before the L-th is tolerated and counted: quota-client answers QuotaExceeded for
+// `denial_recheck` (200 ms) after the cluster refuses it a further lease, even while it
+// still holds tokens of the current one, and a refund arriving after its lease was
+// settled comes back only with the next settlement); every request after the L-th answers 429
 // `quota_exceeded` with a positive integer Retry-After and X-RateLimit-Remaining 0; the
 // cluster's `used` is exactly L (the 500s were not counted) and nothing stays reserved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
