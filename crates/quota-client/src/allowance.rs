@@ -281,9 +281,15 @@ impl Bucket {
     /// older lease is spent before the newer one).
     #[inline]
     pub(crate) fn take(&self, cost: u64, now_ns: u64) -> Take {
-        if now_ns < self.refused_until_ns.load(Ordering::Relaxed)
-            && let Some(r) = Refusal::from_u8(self.refusal.load(Ordering::Relaxed))
-        {
+        let refused = if now_ns < self.refused_until_ns.load(Ordering::Relaxed) {
+            Refusal::from_u8(self.refusal.load(Ordering::Relaxed))
+        } else {
+            None
+        };
+        // A key that may not be used at all is refused even with tokens in hand; "no more
+        // quota" only means the cluster will not grant more: tokens already leased are still
+        // good and are spent first.
+        if let Some(r) = refused.filter(|r| *r != Refusal::QuotaExceeded) {
             return Take::Refused(r);
         }
         if let Some((slot, generation, left)) = take_from_pair(&self.slots, cost, now_ns) {
@@ -292,6 +298,9 @@ impl Bucket {
                 generation,
                 left,
             };
+        }
+        if let Some(r) = refused {
+            return Take::Refused(r);
         }
         self.starved.fetch_add(cost, Ordering::Relaxed);
         Take::Empty
@@ -375,6 +384,30 @@ mod tests {
         s.install(7, 1000);
         assert!(!s.give_back(g2, 5), "stale generation refused");
         assert_eq!(s.tokens(), 7);
+    }
+
+    // Property: after the cluster refuses a further lease for lack of quota, the tokens
+    // already leased are still spent, and only then is the request refused; a refusal of
+    // the key itself (disabled) applies at once. (Regression: a quota refusal used to block
+    // live tokens, answering false 429s on small quotas.)
+    // Set-up: a bucket with 2 leased tokens and a QuotaExceeded refusal in force.
+    // Pass: two takes succeed, the third is refused as QuotaExceeded; with Disabled the
+    // first take is refused.
+    #[test]
+    fn quota_refusal_does_not_block_leased_tokens() {
+        let b = Bucket::new(PlanId(1), KeyId(1), None);
+        b.slots[0].install(2, 1_000);
+        b.refuse(Refusal::QuotaExceeded, 1_000);
+        assert!(matches!(b.take(1, 10), Take::Taken { .. }));
+        assert!(matches!(b.take(1, 10), Take::Taken { .. }));
+        assert!(matches!(
+            b.take(1, 10),
+            Take::Refused(Refusal::QuotaExceeded)
+        ));
+        let d = Bucket::new(PlanId(1), KeyId(2), None);
+        d.slots[0].install(2, 1_000);
+        d.refuse(Refusal::Disabled, 1_000);
+        assert!(matches!(d.take(1, 10), Take::Refused(Refusal::Disabled)));
     }
 
     // Property: a bucket spends the lease with the earlier deadline first, falls over to
