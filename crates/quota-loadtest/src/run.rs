@@ -163,6 +163,8 @@ struct FaultRecord {
     applied_at: Option<f64>,
     undone_at: Option<f64>,
     leader_before: Option<u64>,
+    /// The first leader a majority agreed on after a kill: another node, or the killed
+    /// one after its restart.
     new_leader: Option<u64>,
     new_leader_after_ms: Option<f64>,
     error: Option<String>,
@@ -496,7 +498,8 @@ async fn run_backend(
             let t = start.elapsed().as_secs_f64();
             awaiting_leader.retain(|&i| {
                 let r = &mut records[i];
-                if Some(leader) == r.node {
+                // The killed node counts once it was restarted (it may win again).
+                if Some(leader) == r.node && r.undone_at.is_none() {
                     return true;
                 }
                 r.new_leader = Some(leader);
@@ -871,10 +874,11 @@ impl Report<'_> {
             ),
             their(&|r| {
                 format!(
-                    "{} per window; key 0 in any {} s: {}",
+                    "{} per window; key 0 in any {} s span: {} (limit {})",
                     r["over_admission_per_window"],
                     a.redis_window_secs,
-                    r["key0_over_admission_sliding"]
+                    r["key0_max_admitted_in_any_window_length"],
+                    a.limit
                 )
             }),
         );
@@ -937,7 +941,7 @@ impl Report<'_> {
         for f in q["faults"].as_array().into_iter().flatten() {
             let election = match f["new_leader"].as_u64() {
                 Some(l) => format!(
-                    "; new leader {l} seen after {:.0} ms",
+                    "; leader {l} seen after {:.0} ms",
                     f["new_leader_after_ms"].as_f64().unwrap_or(0.0)
                 ),
                 None => String::new(),
