@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// What a follower sends the leader to have a command proposed.
+/// What a follower sends the leader to have commands proposed: the writes it received
+/// meanwhile, each with its request id. The answer is one [`ProposeReply`] per item.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProposeRequest {
-    pub request_id: Option<RequestId>,
-    pub command: Command,
+    pub items: Vec<BatchItem>,
 }
 
 /// The leader's answer to a forwarded command.
@@ -47,7 +47,10 @@ pub struct QuotaNode {
     pub state: StateReader,
     pub peers: Peers,
     pub write_timeout: Duration,
+    /// Packs writes into log entries while this node is the leader.
     pub batcher: Batcher,
+    /// Packs writes into one `Propose` call to the leader while this node is a follower.
+    pub forwarder: Batcher,
     /// Throttle buckets; used while this node is the leader.
     pub throttles: crate::throttle::ThrottleBook,
     /// Becomes `true` when the node starts to stop; long-lived streams end then.
@@ -67,39 +70,155 @@ struct Pending {
     reply: oneshot::Sender<ProposeReply>,
 }
 
-/// Packs concurrent proposals into one log entry ([`Command::Batch`]), so that many writes
-/// share one disk flush and one replication round: with 64 clients, one entry per write
-/// would mean 64 flushes in a row.
+/// Where a batch goes.
+#[derive(Clone)]
+pub enum Sink {
+    /// Into the local Raft log, as one entry (this node is the leader).
+    Local(Raft),
+    /// To the leader in one `Propose` call (this node is a follower).
+    Forward {
+        id: NodeId,
+        raft: Raft,
+        peers: Peers,
+        timeout: Duration,
+    },
+}
+
+/// Packs concurrent proposals together, so that many writes share one log entry
+/// ([`Command::Batch`]), one disk flush and one replication round (with 64 clients, one entry
+/// per write would mean 64 flushes in a row) — or, on a follower, one forwarding call.
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Pending>,
 }
 
 impl Batcher {
-    /// Start the batching task for `raft`.
-    pub fn start(raft: Raft) -> Batcher {
+    /// Start the batching task for `sink`.
+    pub fn start(sink: Sink) -> Batcher {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_DEPTH);
-        tokio::spawn(run_batcher(raft, rx));
+        tokio::spawn(run_batcher(sink, rx));
         Batcher { tx }
     }
 
-    async fn propose(&self, request_id: Option<RequestId>, command: Command) -> ProposeReply {
+    /// Queue a command; the answer arrives on the returned channel. Queue several before
+    /// awaiting any, and they share a batch.
+    pub async fn enqueue(
+        &self,
+        request_id: Option<RequestId>,
+        command: Command,
+    ) -> Option<oneshot::Receiver<ProposeReply>> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             request_id,
             command,
             reply,
         };
-        if self.tx.send(pending).await.is_err() {
-            return ProposeReply::Unknown("the node is shutting down".into());
+        self.tx.send(pending).await.ok()?;
+        Some(answer)
+    }
+
+    pub async fn propose(&self, request_id: Option<RequestId>, command: Command) -> ProposeReply {
+        match self.enqueue(request_id, command).await {
+            Some(answer) => answer
+                .await
+                .unwrap_or_else(|_| ProposeReply::Unknown("the proposal was dropped".into())),
+            None => ProposeReply::Unknown("the node is shutting down".into()),
         }
-        answer
-            .await
-            .unwrap_or_else(|_| ProposeReply::Unknown("the proposal was dropped".into()))
     }
 }
 
-async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+/// The current leader of `raft` and its membership address.
+pub fn leader_of(raft: &Raft) -> Option<(NodeId, String)> {
+    // Borrow, not clone: this runs on every write and read.
+    let receiver = raft.metrics();
+    let metrics = receiver.borrow();
+    let leader = metrics.current_leader?;
+    let addr = metrics
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.addr.clone())?;
+    Some((leader, addr))
+}
+
+/// Send a follower's batch to the leader in one `Propose` call.
+async fn forward_batch(
+    id: NodeId,
+    raft: &Raft,
+    peers: &Peers,
+    timeout: Duration,
+    batch: Vec<Pending>,
+) {
+    let (items, replies): (Vec<BatchItem>, Vec<_>) = batch
+        .into_iter()
+        .map(|p| {
+            (
+                BatchItem {
+                    request_id: p.request_id,
+                    command: p.command,
+                },
+                p.reply,
+            )
+        })
+        .unzip();
+    let answers = async {
+        let (leader, addr) = match leader_of(raft) {
+            Some((leader, _)) if leader == id => {
+                return Err(ProposeReply::NotLeader { leader: Some(id) });
+            }
+            Some(found) => found,
+            None => return Err(ProposeReply::NotLeader { leader: None }),
+        };
+        let data =
+            encode(&ProposeRequest { items }).map_err(|e| ProposeReply::Unknown(e.to_string()))?;
+        let mut client = peers
+            .client(leader, &addr)
+            .map_err(|e| ProposeReply::Unknown(e.to_string()))?;
+        let mut req = tonic::Request::new(RaftPayload { data });
+        req.set_timeout(timeout);
+        // A failed call may or may not have been applied: the outcome is unknown, and the
+        // callers retry with the same request ids.
+        let reply = client.propose(req).await.map_err(|status| {
+            ProposeReply::Unknown(format!(
+                "forwarding to leader {leader} failed: {}",
+                status.message()
+            ))
+        })?;
+        decode::<Vec<ProposeReply>>(&reply.into_inner().data)
+            .map_err(|e| ProposeReply::Unknown(e.to_string()))
+    }
+    .await;
+    match answers {
+        Ok(answers) if answers.len() == replies.len() => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+        }
+        Ok(answers) => {
+            let m = format!(
+                "the leader answered {} of {} forwarded writes",
+                answers.len(),
+                replies.len()
+            );
+            for reply in replies {
+                let _ = reply.send(ProposeReply::Unknown(m.clone()));
+            }
+        }
+        Err(failure) => {
+            for reply in replies {
+                let _ = reply.send(match &failure {
+                    ProposeReply::NotLeader { leader } => {
+                        ProposeReply::NotLeader { leader: *leader }
+                    }
+                    ProposeReply::Unknown(m) => ProposeReply::Unknown(m.clone()),
+                    ProposeReply::Applied(_) => ProposeReply::Unknown("unexpected answer".into()),
+                });
+            }
+        }
+    }
+}
+
+async fn run_batcher(sink: Sink, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Wait for a free slot first: whatever queues meanwhile joins this batch.
@@ -113,9 +232,17 @@ async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let sink = sink.clone();
         tokio::spawn(async move {
-            propose_batch(&raft, batch).await;
+            match &sink {
+                Sink::Local(raft) => propose_batch(raft, batch).await,
+                Sink::Forward {
+                    id,
+                    raft,
+                    peers,
+                    timeout,
+                } => forward_batch(*id, raft, peers, *timeout, batch).await,
+            }
             drop(permit);
         });
     }
@@ -217,16 +344,7 @@ enum Attempt<T> {
 impl QuotaNode {
     /// The current leader and its membership address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        // Borrow, not clone: this runs on every write and read.
-        let receiver = self.raft.metrics();
-        let metrics = receiver.borrow();
-        let leader = metrics.current_leader?;
-        let addr = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())?;
-        Some((leader, addr))
+        leader_of(&self.raft)
     }
 
     /// Apply a command through the Raft log, from any node, and return the state machine's
@@ -261,39 +379,18 @@ impl QuotaNode {
         request_id: Option<RequestId>,
         command: &Command,
     ) -> Result<Attempt<Response>, NodeError> {
-        let Some((leader, addr)) = self.leader() else {
+        let Some((leader, _)) = self.leader() else {
             return Ok(Attempt::Retry(NodeError::NoLeader(
                 "no leader is known".into(),
             )));
         };
-        if leader == self.id {
-            return Ok(
-                match self.propose_local(request_id, command.clone()).await {
-                    ProposeReply::Applied(r) => Attempt::Done(r),
-                    ProposeReply::NotLeader { .. } => {
-                        Attempt::Retry(NodeError::NoLeader("leadership changed".into()))
-                    }
-                    ProposeReply::Unknown(m) => Attempt::Retry(NodeError::Unknown(m)),
-                },
-            );
-        }
-        let payload = encode(&ProposeRequest {
-            request_id,
-            command: command.clone(),
-        })?;
-        let mut client = self.peers.client(leader, &addr)?;
-        let mut req = tonic::Request::new(RaftPayload { data: payload });
-        req.set_timeout(self.write_timeout);
-        let reply = match client.propose(req).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
-                return Ok(Attempt::Retry(NodeError::NoLeader(format!(
-                    "forwarding to leader {leader} failed: {}",
-                    status.message()
-                ))));
-            }
+        // The leader batches into its log; a follower batches into one call to the leader.
+        let batcher = if leader == self.id {
+            &self.batcher
+        } else {
+            &self.forwarder
         };
-        Ok(match decode::<ProposeReply>(&reply.data)? {
+        Ok(match batcher.propose(request_id, command.clone()).await {
             ProposeReply::Applied(r) => Attempt::Done(r),
             ProposeReply::NotLeader { .. } => {
                 Attempt::Retry(NodeError::NoLeader("leadership changed".into()))

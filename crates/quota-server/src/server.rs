@@ -4,7 +4,7 @@
 use crate::auth::AdminAuth;
 use crate::config::{Config, ConfigError};
 use crate::network::{NetworkFactory, Peers};
-use crate::node::{Batcher, QuotaNode, now_ms};
+use crate::node::{Batcher, QuotaNode, Sink, now_ms};
 use crate::service::{
     admin::AdminService, cluster::ClusterService, data::DataService, gateway::GatewayService,
     raft::RaftService,
@@ -82,9 +82,15 @@ pub async fn serve(
         id: config.node_id,
         raft: raft.clone(),
         state: reader,
-        peers,
+        peers: peers.clone(),
         write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
-        batcher: Batcher::start(raft.clone()),
+        batcher: Batcher::start(Sink::Local(raft.clone())),
+        forwarder: Batcher::start(Sink::Forward {
+            id: config.node_id,
+            raft: raft.clone(),
+            peers: peers.clone(),
+            timeout: Duration::from_millis(config.limits.write_timeout_ms),
+        }),
         throttles: crate::throttle::ThrottleBook::default(),
         stopping: stop_rx.clone(),
     });

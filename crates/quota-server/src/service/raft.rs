@@ -55,15 +55,45 @@ impl Raft for RaftService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let req: ProposeRequest = decode(&request.into_inner().data)?;
-        let answer = match self.node.leader() {
+        if req.items.len() > quota_core::limits::MAX_COMMANDS_PER_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} forwarded writes; the limit is {}",
+                req.items.len(),
+                quota_core::limits::MAX_COMMANDS_PER_BATCH
+            )));
+        }
+        let answers = match self.node.leader() {
             Some((leader, _)) if leader == self.node.id => {
-                self.node.propose_local(req.request_id, req.command).await
+                // Queue every item before awaiting any, so they share a batch here too.
+                let mut pending = Vec::with_capacity(req.items.len());
+                for item in req.items {
+                    pending.push(
+                        self.node
+                            .batcher
+                            .enqueue(item.request_id, item.command)
+                            .await,
+                    );
+                }
+                let mut answers = Vec::with_capacity(pending.len());
+                for answer in pending {
+                    answers.push(match answer {
+                        Some(rx) => rx.await.unwrap_or_else(|_| {
+                            ProposeReply::Unknown("the proposal was dropped".into())
+                        }),
+                        None => ProposeReply::Unknown("the node is shutting down".into()),
+                    });
+                }
+                answers
             }
-            other => ProposeReply::NotLeader {
-                leader: other.map(|(id, _)| id),
-            },
+            other => {
+                let leader = other.map(|(id, _)| id);
+                req.items
+                    .iter()
+                    .map(|_| ProposeReply::NotLeader { leader })
+                    .collect()
+            }
         };
-        reply(&answer)
+        reply(&answers)
     }
 
     async fn read_index(
