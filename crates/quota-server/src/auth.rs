@@ -1,4 +1,5 @@
-//! Bearer-token authentication for the admin and cluster services.
+//! Bearer-token authentication: the admin token (Admin and Cluster services, increments
+//! that name a key by id) and the gateway token (Gateway service).
 //!
 //! The token is compared in constant time, by comparing SHA-256 digests (so not even its
 //! length leaks through timing), and it is never logged: the interceptor's `Debug` and every
@@ -10,21 +11,25 @@ use tonic::{Request, Status};
 
 /// Checks `authorization: Bearer <token>` when a token is configured.
 #[derive(Clone)]
-pub struct AdminAuth {
+pub struct BearerAuth {
     digest: Option<[u8; 32]>,
+    /// Which token this is ("admin", "gateway"), for error messages.
+    kind: &'static str,
 }
 
-impl std::fmt::Debug for AdminAuth {
+impl std::fmt::Debug for BearerAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminAuth")
+        f.debug_struct("BearerAuth")
             .field("token_configured", &self.digest.is_some())
             .finish()
     }
 }
 
-impl AdminAuth {
-    pub fn new(token: Option<&str>) -> AdminAuth {
-        AdminAuth {
+impl BearerAuth {
+    /// `kind` names the token in errors ("admin", "gateway").
+    pub fn new(token: Option<&str>, kind: &'static str) -> BearerAuth {
+        BearerAuth {
+            kind,
             digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
         }
     }
@@ -49,19 +54,27 @@ impl AdminAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                Status::unauthenticated(
-                    "an admin bearer token is required (authorization: Bearer <token>)",
-                )
+                Status::unauthenticated(format!(
+                    "{} bearer token is required (authorization: Bearer <token>)",
+                    article(self.kind)
+                ))
             })?;
         let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         if constant_time_eq(&digest, expected) {
             Ok(())
         } else {
-            Err(Status::unauthenticated(
-                "the admin bearer token is not valid",
-            ))
+            Err(Status::unauthenticated(format!(
+                "the {} bearer token is not valid",
+                self.kind
+            )))
         }
     }
+}
+
+/// "an admin", "a gateway".
+fn article(kind: &str) -> String {
+    let vowel = kind.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {kind}", if vowel { "an" } else { "a" })
 }
 
 #[cfg(test)]
@@ -74,7 +87,7 @@ mod tests {
     #[test]
     fn bearer_tokens() {
         let token = "s3cret-admin-token-value";
-        let auth = AdminAuth::new(Some(token));
+        let auth = BearerAuth::new(Some(token), "admin");
         let with = |v: &str| {
             let mut r = Request::new(());
             r.metadata_mut().insert("authorization", v.parse().unwrap());
@@ -87,6 +100,10 @@ mod tests {
         assert!(auth.check(Request::new(())).is_err());
         assert!(auth.check(with(token)).is_err());
         assert!(!format!("{auth:?}").contains(token));
-        assert!(AdminAuth::new(None).check(Request::new(())).is_ok());
+        assert!(
+            BearerAuth::new(None, "admin")
+                .check(Request::new(()))
+                .is_ok()
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Starting and stopping a node: open storage, start Raft, bootstrap a new cluster, serve
 //! gRPC on a listener until a shutdown future resolves, then stop cleanly.
 
-use crate::auth::AdminAuth;
+use crate::auth::BearerAuth;
 use crate::config::{Config, ConfigError};
 use crate::network::{NetworkFactory, Peers};
 use crate::node::{Batcher, QuotaNode, Sink, now_ms};
@@ -97,7 +97,7 @@ pub async fn serve(
     bootstrap(&config, &raft).await?;
     let expiry = tokio::spawn(expire_leases(node.clone()));
 
-    let auth = AdminAuth::new(admin_token.as_deref());
+    let auth = BearerAuth::new(admin_token.as_deref(), "admin");
     let max_request = config.limits.max_request_bytes;
     let max_raft = config.limits.max_raft_message_bytes;
     let admin = AdminServer::new(AdminService { node: node.clone() })
@@ -114,7 +114,7 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_request)
     .max_encoding_message_size(max_raft);
-    let gateway_auth = AdminAuth::new(gateway_token.as_deref());
+    let gateway_auth = BearerAuth::new(gateway_token.as_deref(), "gateway");
     let data = DataServer::new(DataService {
         node: node.clone(),
         admin_auth: auth.clone(),

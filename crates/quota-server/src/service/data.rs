@@ -14,7 +14,7 @@ pub struct DataService {
     pub node: Arc<QuotaNode>,
     /// An increment that names its key by id (not by secret) spends that key's quota without
     /// knowing its secret: that needs the admin token, when one is configured.
-    pub admin_auth: crate::auth::AdminAuth,
+    pub admin_auth: crate::auth::BearerAuth,
 }
 
 #[tonic::async_trait]
