@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod network;
 pub mod node;
+pub mod rest;
 pub mod server;
 pub mod service;
 pub mod throttle;
