@@ -53,6 +53,20 @@ pub enum LeaseOp {
     },
 }
 
+/// Usage a gateway admitted for (plan, key) at the plan's safe rate while it could not reach
+/// the cluster: `used` cost units, not reserved by any lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineUsage {
+    pub plan: PlanId,
+    pub key: KeyId,
+    /// Cost units; 1 to [`crate::limits::MAX_OFFLINE_USAGE_PER_ITEM`].
+    pub used: u64,
+}
+
+/// The result of one [`OfflineUsage`] item: the usage of (plan, key) after it was added, or
+/// why it was refused (a refused item changes nothing).
+pub type OfflineResult = Result<Usage, ApplyError>;
+
 /// One client command inside a [`Command::Batch`], with its own request id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatchItem {
@@ -144,6 +158,15 @@ pub enum Command {
         key: KeyId,
         remaining: u64,
     },
+    /// Add what a gateway admitted at the plans' safe rates while the cluster was unreachable
+    /// to each (plan, key)'s usage in the current period, **without a quota check**: the
+    /// requests already happened. The one deliberate exception to "admitted <= limit", for
+    /// plans whose `safe_rate` > 0 only. Each item succeeds or fails on its own.
+    /// (Appended last: variants are encoded by position in the log.)
+    ReportOffline {
+        gateway: GatewayId,
+        usage: Vec<OfflineUsage>,
+    },
 }
 
 impl Command {
@@ -168,6 +191,7 @@ impl Command {
             Command::ExpireLeases => "expire_leases",
             Command::UsageGrant { .. } => "usage_grant",
             Command::UsageSetRemaining { .. } => "usage_set_remaining",
+            Command::ReportOffline { .. } => "report_offline",
         }
     }
 }
@@ -246,6 +270,8 @@ pub enum Outcome {
     Usage(Usage),
     /// One response per item of a [`Command::Batch`], in order.
     Batch(Vec<Response>),
+    /// One result per item of a [`Command::ReportOffline`], in order. (Appended last.)
+    OfflineUsage(Vec<OfflineResult>),
 }
 
 /// The answer of the state machine to one entry. A refusal changes nothing.

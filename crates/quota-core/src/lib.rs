@@ -27,8 +27,8 @@ pub mod time;
 pub mod types;
 
 pub use command::{
-    BatchItem, Command, Denial, Entry, IncrementResult, KeyRef, LeaseOp, LeaseResult, Outcome,
-    Response, Target,
+    BatchItem, Command, Denial, Entry, IncrementResult, KeyRef, LeaseOp, LeaseResult,
+    OfflineResult, OfflineUsage, Outcome, Response, Target,
 };
 pub use error::{ApplyError, Entity, ValidationError};
 pub use model::*;

@@ -28,6 +28,11 @@ pub const MAX_COST: u64 = 1_000_000;
 pub const MAX_QUOTA_LIMIT: u64 = 1 << 50;
 /// Largest extra quota granted per key (per period or as a one-off grant).
 pub const MAX_EXTRA: u64 = 1 << 50;
+/// Largest usage of one (plan, key) in one period, in cost units. Limits, extras and
+/// adjustments together stay below 2^53, so only usage admitted at the safe rate (reported
+/// without a quota check) can come near it; the cap keeps every sum of the accounting far
+/// from overflowing.
+pub const MAX_USED_PER_PERIOD: u64 = 1 << 60;
 /// Largest throttle rate, in requests per second.
 pub const MAX_RATE_PER_SEC: f64 = 10_000_000.0;
 /// Largest throttle burst (bucket size), in requests.
@@ -52,6 +57,12 @@ pub const MIN_LEASE_TTL_MS: u64 = 100;
 pub const MAX_LEASE_TTL_MS: u64 = 60_000;
 /// Largest single lease, in cost units.
 pub const MAX_LEASE_GRANT: u64 = 1_000_000;
+/// Most (plan, key) items in one report of usage admitted at the safe rate while the cluster
+/// was unreachable (one RPC, one log entry).
+pub const MAX_OFFLINE_ITEMS_PER_REPORT: usize = 1024;
+/// Largest usage one item of such a report adds, in cost units; a gateway with more to
+/// report sends the rest in a later report.
+pub const MAX_OFFLINE_USAGE_PER_ITEM: u64 = 1 << 50;
 /// Longest gateway identity, in bytes.
 pub const MAX_GATEWAY_ID_LEN: usize = 128;
 /// Daily usage buckets kept per (plan, key), in days.

@@ -4,7 +4,16 @@
 use crate::state::State;
 
 /// Bumped whenever the serialised shape of [`State`] changes.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+///
+/// - 2: plans have a `safe_rate`.
+/// - 3: responses in the deduplication table may hold [`crate::Outcome::OfflineUsage`] and
+///   [`crate::ApplyError::NoSafeRate`] (variants appended after the existing ones). A build
+///   that reads only 2 would fail on them, so it must refuse a 3 by its version.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// The oldest version this build reads. Every version-2 snapshot is also a valid version-3
+/// encoding (3 only added enum variants at the end, and bincode encodes a variant by its
+/// position), so a node upgraded from 2 still restores its last snapshot.
+pub const OLDEST_READABLE_SNAPSHOT_FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"QUOTASNP";
 
 /// A snapshot could not be written or read.
@@ -13,7 +22,7 @@ pub enum SnapshotError {
     #[error("not a quotad snapshot (bad magic number)")]
     BadMagic,
     #[error(
-        "snapshot format version {found} is not supported (this build reads {SNAPSHOT_FORMAT_VERSION})"
+        "snapshot format version {found} is not supported (this build reads {OLDEST_READABLE_SNAPSHOT_FORMAT} to {SNAPSHOT_FORMAT_VERSION})"
     )]
     UnsupportedVersion { found: u32 },
     #[error("snapshot encoding failed: {0}")]
@@ -39,8 +48,8 @@ pub fn encode(state: &State) -> Result<Vec<u8>, SnapshotError> {
     Ok(out)
 }
 
-/// Restore a state from [`encode`]'s output, rebuilding its indexes and checking its
-/// invariants.
+/// Restore a state from [`encode`]'s output (of this version or an older readable one),
+/// rebuilding its indexes and checking its invariants.
 pub fn decode(bytes: &[u8]) -> Result<State, SnapshotError> {
     let header = MAGIC.len() + 4;
     if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
@@ -49,7 +58,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, SnapshotError> {
     let mut version = [0u8; 4];
     version.copy_from_slice(&bytes[MAGIC.len()..header]);
     let found = u32::from_le_bytes(version);
-    if found != SNAPSHOT_FORMAT_VERSION {
+    if !(OLDEST_READABLE_SNAPSHOT_FORMAT..=SNAPSHOT_FORMAT_VERSION).contains(&found) {
         return Err(SnapshotError::UnsupportedVersion { found });
     }
     let (mut state, read): (State, usize) =

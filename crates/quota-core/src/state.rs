@@ -14,6 +14,12 @@
 //! settling moves the spent part to `used` and frees the rest; expiry counts all of it as
 //! used. Leases never outlive their period, so a period rollover first expires every lease
 //! of the old period.
+//!
+//! The one exception: [`Command::ReportOffline`] adds usage that a gateway admitted at a
+//! plan's safe rate while it could not reach the cluster, with no quota check (the requests
+//! already happened). It is accepted only for plans whose `safe_rate` > 0, the operator's
+//! explicit opt-in, so for those plans `used` may exceed the limit by what was reported;
+//! the counter then simply has nothing left to admit until the period ends.
 
 use crate::command::*;
 use crate::error::{ApplyError, Entity, ValidationError};
@@ -183,6 +189,7 @@ impl State {
                 key,
                 remaining,
             } => self.usage_set_remaining(now, *plan, *key, *remaining),
+            Command::ReportOffline { usage, .. } => self.report_offline(now, usage),
         }
     }
 
@@ -942,6 +949,62 @@ impl State {
         self.set_adjustment(&plan, key, now, adjustment as i64)
     }
 
+    // ----- usage admitted at the safe rate -----
+
+    fn report_offline(&mut self, now: Timestamp, items: &[OfflineUsage]) -> Response {
+        if items.len() > MAX_OFFLINE_ITEMS_PER_REPORT {
+            return Err(ValidationError::too_many(
+                "usage",
+                items.len(),
+                MAX_OFFLINE_ITEMS_PER_REPORT,
+            )
+            .into());
+        }
+        let results = items
+            .iter()
+            .map(|item| self.add_offline_usage(now, item))
+            .collect();
+        Ok(Outcome::OfflineUsage(results))
+    }
+
+    /// Add `item.used` to (plan, key)'s usage in the current period (on today's daily
+    /// bucket), with no quota check: the gateway already admitted it. This is the only path
+    /// by which `used` may pass the limit. Checks everything before changing anything.
+    fn add_offline_usage(&mut self, now: Timestamp, item: &OfflineUsage) -> OfflineResult {
+        if item.used == 0 || item.used > MAX_OFFLINE_USAGE_PER_ITEM {
+            return Err(ValidationError::out_of_range(
+                "used",
+                item.used,
+                1,
+                MAX_OFFLINE_USAGE_PER_ITEM,
+            )
+            .into());
+        }
+        let plan = self.plan(item.plan)?.clone();
+        let key = self.key(item.key)?.id;
+        if !self.associations.contains_key(&(key, plan.id)) {
+            return Err(ApplyError::not_found(
+                Entity::Association,
+                format!("{}/{key}", plan.id),
+            ));
+        }
+        // Validation rejects NaN and negative rates, so "not positive" is exactly 0.
+        if plan.spec.safe_rate() <= 0.0 {
+            return Err(ApplyError::NoSafeRate { plan: plan.id });
+        }
+        let view = self.counter_view(&plan, key, now);
+        let room = MAX_USED_PER_PERIOD.saturating_sub(view.used);
+        if item.used > room {
+            return Err(ValidationError::out_of_range("used", item.used, 1, room).into());
+        }
+        let mut counter = self.roll_counter(&plan, key, now);
+        counter.used += item.used;
+        self.counters.insert((key, plan.id), counter);
+        let usage = self.usage_of(&plan, key, &counter);
+        self.record_day(key, plan.id, now.day_number(), item.used, usage.remaining);
+        Ok(usage)
+    }
+
     // ----- lookups (also the read API) -----
 
     fn key(&self, id: KeyId) -> Result<&ApiKey, ApplyError> {
@@ -1154,6 +1217,12 @@ impl State {
         for ((key, plan), counter) in &self.counters {
             if !self.associations.contains_key(&(*key, *plan)) {
                 return Err(format!("counter {plan}/{key} has no association"));
+            }
+            if counter.used > MAX_USED_PER_PERIOD {
+                return Err(format!(
+                    "counter {plan}/{key}: used {} is past {MAX_USED_PER_PERIOD}",
+                    counter.used
+                ));
             }
             let sum: u64 = self.leases_on(*key, *plan).map(|l| l.granted).sum();
             if sum != counter.reserved {

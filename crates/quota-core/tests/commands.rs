@@ -665,6 +665,202 @@ fn usage_updates() {
     assert!(matches!(e, ApplyError::Invalid(_)));
 }
 
+// Property: usage a gateway admitted at the safe rate while the cluster was unreachable is
+// added to (plan, key)'s `used` in the current period without a quota check (the documented
+// exception to the invariant), on today's daily bucket; the counter then admits nothing more
+// this period, and the next period starts from zero.
+// Set-up: a daily plan of 10 with safe_rate 2 and a key with 8 used; reports of 5, then of
+// 3 after a day; one report mixing a good item, a refused one and another good one.
+// Pass: used 13 of 10 (remaining 0), increments and leases denied; the daily buckets show
+// 8 + 5 and then 3; the mixed report applies its good items only; invariants hold.
+#[test]
+fn report_offline_usage() {
+    let mut fx = Fx::new();
+    let p = fx.plan_with_safe_rate("safe", Some(10), PeriodUnit::Day, 2.0);
+    let (k, _) = fx.key("k");
+    fx.attach(p, k);
+    fx.incr(k, p, 8);
+    let item = |used| OfflineUsage {
+        plan: p,
+        key: k,
+        used,
+    };
+    let results = fx.report_offline(vec![item(5)]);
+    let Ok(u) = &results[0] else {
+        panic!("{results:?}")
+    };
+    assert_eq!(
+        (u.used, u.reserved, u.limit, u.remaining),
+        (13, 0, Some(10), Some(0))
+    );
+    assert_eq!(fx.usage(p, k).used, 13);
+    let denied = fx.incr(k, p, 1);
+    assert!(matches!(denied.denial, Some(Denial::QuotaExceeded { .. })));
+    assert!(matches!(
+        fx.grant("gw", p, k, 5),
+        LeaseResult::Denied {
+            denial: Denial::QuotaExceeded { .. }
+        }
+    ));
+    // A new period starts from zero; the report lands on the day it is applied.
+    fx.advance(DAY_MS);
+    let results = fx.report_offline(vec![item(3)]);
+    assert!(matches!(&results[0], Ok(u) if u.used == 3 && u.remaining == Some(7)));
+    let first: Date = "2026-12-04".parse().unwrap();
+    let second: Date = "2026-12-05".parse().unwrap();
+    let rows: Vec<(u64, Option<u64>)> = fx
+        .state
+        .usage_report(p, k, first, second)
+        .unwrap()
+        .iter()
+        .map(|d| (d.used, d.remaining))
+        .collect();
+    assert_eq!(rows, vec![(13, Some(0)), (3, Some(7))]);
+
+    // Each item stands alone: the refused one changes nothing, the others apply.
+    let (other, _) = fx.key("not-attached");
+    let results = fx.report_offline(vec![
+        item(1),
+        OfflineUsage {
+            plan: p,
+            key: other,
+            used: 4,
+        },
+        item(2),
+    ]);
+    assert!(matches!(&results[0], Ok(u) if u.used == 4));
+    assert!(matches!(
+        &results[1],
+        Err(ApplyError::NotFound {
+            entity: Entity::Association,
+            ..
+        })
+    ));
+    assert!(matches!(&results[2], Ok(u) if u.used == 6));
+    assert_eq!(fx.usage(p, k).used, 6);
+
+    // A plan without a quota counts reported usage too (for reports).
+    let open = fx.plan_with_safe_rate("open", None, PeriodUnit::Day, 1.0);
+    fx.attach(open, k);
+    let results = fx.report_offline(vec![OfflineUsage {
+        plan: open,
+        key: k,
+        used: 9,
+    }]);
+    assert!(matches!(&results[0], Ok(u) if u.used == 9 && u.limit.is_none()));
+}
+
+// Property: every refusal of a reported item is typed and changes nothing: a plan whose
+// safe_rate is 0 (the operator did not opt in), an unknown plan, key or association, a
+// usage of 0 or above the per-item limit, a total past the per-period cap, and a report of
+// too many items.
+// Set-up: a plan with safe_rate 0 and one with safe_rate 1, a key attached to both.
+// Pass: the documented error for each case, and the state unchanged (compared whole).
+#[test]
+fn report_offline_refusals() {
+    let mut fx = Fx::new();
+    let strict = fx.plan("strict", Some(10), PeriodUnit::Day);
+    let safe = fx.plan_with_safe_rate("safe", Some(10), PeriodUnit::Day, 1.0);
+    let (k, _) = fx.key("k");
+    let (lonely, _) = fx.key("lonely");
+    fx.attach(strict, k);
+    fx.attach(safe, k);
+    let item = |plan, key, used| OfflineUsage { plan, key, used };
+
+    let e = fx.report_offline_refused(item(strict, k, 1));
+    assert_eq!(e, ApplyError::NoSafeRate { plan: strict });
+    assert!(e.to_string().contains("safe_rate 0"), "{e}");
+    let e = fx.report_offline_refused(item(PlanId(99), k, 1));
+    assert_eq!(e, ApplyError::not_found(Entity::Plan, "p99"));
+    let e = fx.report_offline_refused(item(safe, KeyId(99), 1));
+    assert_eq!(e, ApplyError::not_found(Entity::Key, "k99"));
+    let e = fx.report_offline_refused(item(safe, lonely, 1));
+    assert!(matches!(
+        e,
+        ApplyError::NotFound {
+            entity: Entity::Association,
+            ..
+        }
+    ));
+    let e = fx.report_offline_refused(item(safe, k, 0));
+    assert!(
+        matches!(e, ApplyError::Invalid(ref v) if v.field() == "used"),
+        "{e}"
+    );
+    let e = fx.report_offline_refused(item(safe, k, limits::MAX_OFFLINE_USAGE_PER_ITEM + 1));
+    assert!(
+        matches!(e, ApplyError::Invalid(ref v) if v.field() == "used"),
+        "{e}"
+    );
+
+    // The per-period cap: fill it exactly (1024 items of the largest size), then one more.
+    let full = vec![
+        item(safe, k, limits::MAX_OFFLINE_USAGE_PER_ITEM);
+        limits::MAX_OFFLINE_ITEMS_PER_REPORT
+    ];
+    assert!(fx.report_offline(full).iter().all(Result::is_ok));
+    assert_eq!(fx.usage(safe, k).used, limits::MAX_USED_PER_PERIOD);
+    let e = fx.report_offline_refused(item(safe, k, 1));
+    assert!(
+        matches!(e, ApplyError::Invalid(ref v) if v.field() == "used"),
+        "{e}"
+    );
+
+    let e = fx.err(Command::ReportOffline {
+        gateway: GatewayId::new("gw").unwrap(),
+        usage: vec![item(safe, k, 1); limits::MAX_OFFLINE_ITEMS_PER_REPORT + 1],
+    });
+    assert!(
+        matches!(e, ApplyError::Invalid(ValidationError::TooMany { ref field, .. }) if field == "usage"),
+        "{e}"
+    );
+}
+
+// Property: a retried report (same request id) answers its first response and counts once,
+// even after a later report and a day's rollover; only a new id counts again.
+// Set-up: a report of 4 applied, then retried; then a different report; then the first
+// retried again a day later.
+// Pass: identical responses, unchanged state on each retry, used 4 then 4 + 2.
+#[test]
+fn report_offline_retries_count_once() {
+    let mut fx = Fx::new();
+    let p = fx.plan_with_safe_rate("safe", Some(100), PeriodUnit::Month, 5.0);
+    let (k, _) = fx.key("k");
+    fx.attach(p, k);
+    let report = |used| Command::ReportOffline {
+        gateway: GatewayId::new("gw").unwrap(),
+        usage: vec![OfflineUsage {
+            plan: p,
+            key: k,
+            used,
+        }],
+    };
+    let entry = fx.entry(report(4));
+    let first = fx.state.apply(&entry);
+    assert!(
+        matches!(&first, Ok(Outcome::OfflineUsage(r)) if matches!(&r[0], Ok(u) if u.used == 4))
+    );
+    let after = fx.state.clone();
+    fx.advance(1_000);
+    let retry = Entry {
+        at: Timestamp(fx.now),
+        ..entry.clone()
+    };
+    assert_eq!(fx.state.apply(&retry), first);
+    assert_eq!(fx.state, after);
+    fx.ok(report(2));
+    assert_eq!(fx.usage(p, k).used, 6);
+    let before = fx.state.clone();
+    fx.advance(DAY_MS);
+    let late = Entry {
+        at: Timestamp(fx.now),
+        ..entry
+    };
+    assert_eq!(fx.state.apply(&late), first);
+    assert_eq!(fx.state, before, "a late retry changed the state");
+    assert_eq!(fx.usage(p, k).used, 6);
+}
+
 // Property: a retried request id returns the first response and changes nothing, even when
 // retried later; the table is bounded. Set-up: one increment applied twice, then more ids
 // than the table holds. Pass: same response, same state; the oldest id is forgotten.
@@ -760,6 +956,56 @@ fn snapshot_round_trip() {
         Err(snapshot::SnapshotError::UnsupportedVersion { found: 99 })
     ));
     assert!(snapshot::decode(&bytes[..bytes.len() - 3]).is_err());
+}
+
+// Property: snapshot format 3 still reads format 2 (3 only appended enum variants, so a
+// version-2 encoding decodes unchanged), refuses 1 and anything newer than 3, and carries
+// the new outcome and refusal in its deduplication table.
+// Set-up: a state with an accepted and a refused offline report (both with request ids);
+// its encoding relabelled as versions 1, 2 and 4; a state without them labelled 2.
+// Pass: the state round-trips; 2 decodes to the same state; 1 and 4 are refused by version.
+#[test]
+fn snapshot_versions() {
+    let mut fx = Fx::new();
+    let safe = fx.plan_with_safe_rate("safe", Some(100), PeriodUnit::Month, 1.0);
+    let (k, _) = fx.key("k");
+    fx.attach(safe, k);
+    fx.incr(k, safe, 3);
+    let old = snapshot::encode(&fx.state).unwrap();
+    assert_eq!(
+        &old[8..12],
+        &snapshot::SNAPSHOT_FORMAT_VERSION.to_le_bytes()
+    );
+    let mut as_v2 = old.clone();
+    as_v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert_eq!(snapshot::decode(&as_v2).unwrap(), fx.state);
+
+    let strict = fx.plan("strict", Some(100), PeriodUnit::Month);
+    fx.attach(strict, k);
+    let results = fx.report_offline(vec![
+        OfflineUsage {
+            plan: safe,
+            key: k,
+            used: 2,
+        },
+        OfflineUsage {
+            plan: strict,
+            key: k,
+            used: 2,
+        },
+    ]);
+    assert!(results[0].is_ok());
+    assert_eq!(results[1], Err(ApplyError::NoSafeRate { plan: strict }));
+    let bytes = snapshot::encode(&fx.state).unwrap();
+    assert_eq!(snapshot::decode(&bytes).unwrap(), fx.state);
+    for version in [1u32, snapshot::SNAPSHOT_FORMAT_VERSION + 1] {
+        let mut relabelled = bytes.clone();
+        relabelled[8..12].copy_from_slice(&version.to_le_bytes());
+        assert!(matches!(
+            snapshot::decode(&relabelled),
+            Err(snapshot::SnapshotError::UnsupportedVersion { found }) if found == version
+        ));
+    }
 }
 
 // Property: a batch applies its items in order, each with its own deduplication, and a
