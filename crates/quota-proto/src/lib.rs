@@ -17,7 +17,8 @@
 //! - [`convert`]: field paths and scalar helpers (request ids, timestamps, pages);
 //!   [`convert::selector`] (keys and plans by id or name), [`convert::key`],
 //!   [`convert::plan`], [`convert::usage`], [`convert::data`] (the direct increment),
-//!   [`convert::lease`] (the gateway service).
+//!   [`convert::lease`] (the gateway service), [`convert::offline`] (reports of usage
+//!   admitted at the safe rate while the cluster was unreachable).
 //! - [`status`]: the one mapping of domain errors to gRPC status codes.
 //!
 //! # Features

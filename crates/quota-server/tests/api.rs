@@ -630,6 +630,118 @@ async fn gateway_leases_lookup_and_watch() {
     node.stop().await;
 }
 
+// Property: a gateway's report of usage admitted at the safe rate is added to the key's
+// usage without a quota check, for plans with a safe rate only; each item stands alone with
+// its own status code; a retry with the same request id counts nothing again; a malformed
+// report names its field.
+// Set-up: one node; plan "safe" (limit 5 per day, safe_rate 2) and "strict" (safe_rate 0),
+// one key attached to both. One report of 7 on safe, 1 on strict, 1 on an unknown plan;
+// then the same report again; then a report with no gateway id.
+// Pass: used 7 of 5 (remaining 0) on safe; FAILED_PRECONDITION and NOT_FOUND for the
+// others; the retry answers the same results and GetUsage still says 7; INVALID_ARGUMENT
+// naming gateway_id.
+#[tokio::test]
+async fn gateway_offline_usage_reports() {
+    let node = Node::start(None).await;
+    let mut admin = node.admin();
+    let mut gateway = GatewayClient::new(node.channel.clone());
+    let safe = node
+        .plan(PlanSpec {
+            safe_rate: 2.0,
+            ..plan_spec("safe", 5)
+        })
+        .await;
+    let strict = node.plan(plan_spec("strict", 5)).await;
+    let key = admin
+        .create_key(CreateKeyRequest {
+            request_id: vec![],
+            spec: Some(KeySpec {
+                name: "offline-key".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    node.attach(plan_sel(&safe.id), key_sel(&key.id)).await;
+    node.attach(plan_sel(&strict.id), key_sel(&key.id)).await;
+
+    let item = |plan: &str, used| OfflineUsage {
+        plan_id: plan.into(),
+        key_id: key.id.clone(),
+        used,
+    };
+    let report = ReportOfflineUsageRequest {
+        request_id: vec![42; 16],
+        gateway_id: "gw-1".into(),
+        usage: vec![item(&safe.id, 7), item(&strict.id, 1), item("p99", 1)],
+    };
+    let first = gateway
+        .report_offline_usage(report.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    use offline_usage_result::Result as R;
+    match &first.results[0].result {
+        Some(R::Usage(u)) => {
+            assert_eq!((u.used, u.limit, u.remaining), (7, Some(5), Some(0)));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &first.results[1].result {
+        Some(R::Failed(f)) => {
+            assert_eq!(f.code, Code::FailedPrecondition as i32);
+            assert!(f.message.contains("safe_rate 0"), "{}", f.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        &first.results[2].result,
+        Some(R::Failed(f)) if f.code == Code::NotFound as i32
+    ));
+
+    let again = gateway
+        .report_offline_usage(report.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, first, "a retry answers the first response");
+    let today = quota_core::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
+    .date()
+    .to_string();
+    let usage = admin
+        .get_usage(GetUsageRequest {
+            plan: plan_sel(&safe.id),
+            start_date: today.clone(),
+            end_date: today,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(usage.keys[0].days[0].used, 7, "counted once");
+    assert_eq!(usage.keys[0].current.as_ref().map(|u| u.used), Some(7));
+
+    expect(
+        gateway
+            .report_offline_usage(ReportOfflineUsageRequest {
+                gateway_id: String::new(),
+                ..report
+            })
+            .await,
+        Code::InvalidArgument,
+        "gateway_id",
+    );
+    node.stop().await;
+}
+
 // Property: throttle tokens come from the leader's bucket: the burst at once, then nothing
 // until the rate refills it; a plan without a throttle is unlimited; bad wants are named.
 // Set-up: one node, a plan throttled at 10/s with a burst of 5, and one without.

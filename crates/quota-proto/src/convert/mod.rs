@@ -8,6 +8,7 @@
 pub mod data;
 pub mod key;
 pub mod lease;
+pub mod offline;
 pub mod plan;
 pub mod selector;
 pub mod usage;

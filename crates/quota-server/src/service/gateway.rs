@@ -1,5 +1,7 @@
 //! The `quota.v1.Gateway` service, for gateways linking the client crate: batched leases,
-//! key lookups by secret hash, and a watch stream of key and plan changes.
+//! key lookups by secret hash, a watch stream of key and plan changes, and reports of usage
+//! admitted at the safe rate while the cluster was unreachable (one `Command::ReportOffline`
+//! entry per report, with the gateway's request id, so a retried report counts once).
 //!
 //! Watch: subscribe to the state machine's applied feed, then read every plan at the applied
 //! index `r` and send it, then `synced`, then a change for each later entry that touched a
@@ -14,6 +16,7 @@ use quota_core::{Command, KeyId, Outcome, PlanId, Response as CoreResponse, Stat
 use quota_proto::ToStatus;
 use quota_proto::convert::lease::{LeaseBatch, gateway_key, secret_hash};
 use quota_proto::convert::millis;
+use quota_proto::convert::offline::OfflineReport;
 use quota_proto::v1::gateway_server::Gateway;
 use quota_proto::v1::watch_event::Event;
 use quota_proto::v1::*;
@@ -282,6 +285,36 @@ impl Gateway for GatewayService {
             Ok(Outcome::Leases(results)) => Ok(Response::new(LeasesResponse {
                 results: results.into_iter().map(LeaseResult::from).collect(),
             })),
+            Ok(other) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            Err(e) => Err(e.to_status()),
+        }
+    }
+
+    async fn report_offline_usage(
+        &self,
+        request: Request<ReportOfflineUsageRequest>,
+    ) -> Result<Response<ReportOfflineUsageResponse>, Status> {
+        let report = OfflineReport::try_from(request.into_inner()).map_err(|e| e.to_status())?;
+        let gateway = report.gateway.clone();
+        let command = Command::ReportOffline {
+            gateway: report.gateway,
+            usage: report.usage,
+        };
+        match self.node.write(report.request_id, command).await? {
+            Ok(Outcome::OfflineUsage(results)) => {
+                let refused = results.iter().filter(|r| r.is_err()).count();
+                // Usage that may pass the quota is the exception operators should see. Logged
+                // per call: a retried report is logged again, but counted once.
+                tracing::info!(
+                    gateway = %gateway,
+                    items = results.len(),
+                    refused,
+                    "usage admitted at the safe rate while the cluster was unreachable reported"
+                );
+                Ok(Response::new(ReportOfflineUsageResponse {
+                    results: results.into_iter().map(OfflineUsageResult::from).collect(),
+                }))
+            }
             Ok(other) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
             Err(e) => Err(e.to_status()),
         }
