@@ -8,6 +8,11 @@
 # election timeouts"), which a 2-core machine busy with other tests can miss.
 set -euo pipefail
 cd "$(dirname "$0")"
+# The AWS-compatible API's tests drive the real AWS CLI (from PyPI).
+if ! command -v aws >/dev/null 2>&1 && ! python3 -m awscli --version >/dev/null 2>&1; then
+    echo "installing the AWS CLI for the AWS-compatible API tests (python3 -m pip install awscli)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check awscli
+fi
 cargo build --workspace --bins --locked
 cluster='package(quota-blackbox) & kind(test) & binary(cluster)'
 cargo nextest run --workspace --locked --no-fail-fast -E "not ($cluster)" "$@"

@@ -47,6 +47,23 @@ pub struct Config {
     pub raft: RaftConfig,
     /// Request limits.
     pub limits: LimitsConfig,
+    /// The HTTP management API compatible with AWS API Gateway (off unless `listen` is set).
+    pub aws_api: AwsApiConfig,
+}
+
+/// The AWS API Gateway-compatible REST API (see `rest`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsApiConfig {
+    /// Where to serve it (`host:port`); not served when absent.
+    pub listen: Option<SocketAddr>,
+    /// File of admin access keys that may sign requests (AWS Signature Version 4): CSV
+    /// lines `ACCESS_KEY_ID,SECRET_ACCESS_KEY`, optionally under the header line of the
+    /// files IAM hands out (`Access key ID,Secret access key`). The secrets are needed in
+    /// clear to check signatures, so keep the file readable by quotad only.
+    pub access_keys_file: Option<PathBuf>,
+    /// Accept requests without checking any signature. Only for `--dev` on loopback.
+    pub allow_unsigned: bool,
 }
 
 /// One initial member.
@@ -103,6 +120,7 @@ impl Default for Config {
             gateway_token_file: None,
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
+            aws_api: AwsApiConfig::default(),
         }
     }
 }
@@ -176,6 +194,11 @@ impl Config {
                 id: 1,
                 addr: listen.to_string(),
             }],
+            aws_api: AwsApiConfig {
+                listen: Some(SocketAddr::from(([127, 0, 0, 1], 7080))),
+                access_keys_file: None,
+                allow_unsigned: true,
+            },
             ..Config::default()
         }
     }
@@ -220,6 +243,20 @@ impl Config {
         }
         for (id, addr) in &self.peers {
             check_addr(&format!("peers.{id}"), addr)?;
+        }
+        if let Some(addr) = self.aws_api.listen
+            && addr == self.listen
+        {
+            return Err(invalid("aws_api.listen", "must differ from listen"));
+        }
+        if self.aws_api.listen.is_some()
+            && self.aws_api.access_keys_file.is_none()
+            && !self.aws_api.allow_unsigned
+        {
+            return Err(invalid(
+                "aws_api.access_keys_file",
+                "is needed to serve aws_api.listen (or set aws_api.allow_unsigned, for development only)",
+            ));
         }
         let r = &self.raft;
         if r.heartbeat_interval_ms == 0 {

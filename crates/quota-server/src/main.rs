@@ -41,6 +41,28 @@ struct Args {
     /// File holding the admin bearer token.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// Address of the AWS API Gateway-compatible REST API (host:port), or `off`.
+    /// `--dev` serves it on 127.0.0.1:7080 without signature checks.
+    #[arg(long, value_parser = parse_aws_listen)]
+    aws_api_listen: Option<AwsListen>,
+    /// File of admin access keys (`ACCESS_KEY_ID,SECRET`) that may sign AWS API requests.
+    #[arg(long)]
+    aws_access_keys_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+enum AwsListen {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+fn parse_aws_listen(s: &str) -> Result<AwsListen, String> {
+    if s == "off" {
+        return Ok(AwsListen::Off);
+    }
+    s.parse()
+        .map(AwsListen::At)
+        .map_err(|_| format!("`{s}` is neither HOST:PORT nor `off`"))
 }
 
 fn parse_pair(s: &str) -> Result<(u64, String), String> {
@@ -86,6 +108,15 @@ fn config(args: Args) -> anyhow::Result<Config> {
     if args.admin_token_file.is_some() {
         config.admin_token_file = args.admin_token_file;
     }
+    match args.aws_api_listen {
+        Some(AwsListen::Off) => config.aws_api.listen = None,
+        Some(AwsListen::At(addr)) => config.aws_api.listen = Some(addr),
+        None => {}
+    }
+    if let Some(file) = args.aws_access_keys_file {
+        config.aws_api.access_keys_file = Some(file);
+        config.aws_api.allow_unsigned = false;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -114,6 +145,17 @@ async fn main() -> anyhow::Result<()> {
             dir = config.data_dir.display(),
             env = quota_server::config::ADMIN_TOKEN_ENV,
         );
+        if let Some(aws) = config.aws_api.listen {
+            eprintln!(
+                "  AWS API Gateway-compatible API on http://{aws}{unsigned}\n  \
+                 try:     aws apigateway get-api-keys --endpoint-url http://{aws} --region us-east-1",
+                unsigned = if config.aws_api.allow_unsigned {
+                    " (requests NOT authenticated in this mode)"
+                } else {
+                    ""
+                },
+            );
+        }
     }
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();

@@ -40,6 +40,11 @@ pub enum ServerError {
     Raft(String),
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// How long a stopping node waits for open requests to finish.
@@ -48,13 +53,37 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often the leader looks for leases to expire.
 const LEASE_EXPIRY_TICK: Duration = Duration::from_millis(250);
 
-/// Run a node on `listener` until `shutdown` resolves.
+/// Run a node on `listener` until `shutdown` resolves; the AWS-compatible API, when
+/// configured, on a listener bound to `aws_api.listen`.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     config.validate()?;
+    let aws = match config.aws_api.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    serve_with(config, listener, aws, shutdown).await
+}
+
+/// [`serve`] with the AWS-compatible API on a listener of the caller's (tests bind port 0).
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    aws_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let access_keys = match &config.aws_api.access_keys_file {
+        Some(path) => crate::rest::AccessKeys::load(path)?,
+        None => crate::rest::AccessKeys::default(),
+    };
     let admin_token = config.admin_token()?;
     let gateway_token = config.gateway_token()?;
     let raft_config = Arc::new(config.openraft()?);
@@ -96,6 +125,25 @@ pub async fn serve(
     });
     bootstrap(&config, &raft).await?;
     let expiry = tokio::spawn(expire_leases(node.clone()));
+    let aws = aws_listener.map(|listener| {
+        if config.aws_api.allow_unsigned {
+            tracing::warn!(
+                "aws api: aws_api.allow_unsigned is set: requests are NOT authenticated (development only)"
+            );
+        }
+        tracing::info!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            access_keys = access_keys.len(),
+            "aws api: serving the API Gateway-compatible REST API"
+        );
+        let api = Arc::new(crate::rest::RestApi {
+            node: node.clone(),
+            keys: access_keys,
+            allow_unsigned: config.aws_api.allow_unsigned,
+            max_body_bytes: config.limits.max_request_bytes,
+        });
+        tokio::spawn(crate::rest::serve(listener, api, stop_rx.clone()))
+    });
 
     let auth = BearerAuth::new(admin_token.as_deref(), "admin");
     let max_request = config.limits.max_request_bytes;
@@ -177,6 +225,9 @@ pub async fn serve(
     };
     tracing::info!(node = config.node_id, "shutting down");
     expiry.abort();
+    if let Some(aws) = aws {
+        aws.abort();
+    }
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }

@@ -151,6 +151,8 @@ impl Node {
         let mut cmd = Command::new(bin);
         cmd.args([
             "--dev",
+            "--aws-api-listen",
+            "off",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",

@@ -12,6 +12,8 @@ use tonic::transport::Channel;
 
 pub struct Node {
     pub addr: SocketAddr,
+    /// The AWS API Gateway-compatible API, when started with [`Node::start_aws`].
+    pub aws: Option<SocketAddr>,
     pub channel: Channel,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -27,10 +29,26 @@ impl Node {
     /// Node `id`; `bootstrap` makes it a one-node cluster of its own, otherwise it waits
     /// to be added to one.
     pub async fn start_with(id: u64, bootstrap: bool, token: Option<&str>) -> Node {
+        Node::start_full(id, bootstrap, token, None).await
+    }
+
+    /// A single-node cluster that also serves the AWS-compatible API, checking signatures
+    /// against `access_keys` (the access keys file's text).
+    pub async fn start_aws(access_keys: &str) -> Node {
+        Node::start_full(1, true, None, Some(access_keys)).await
+    }
+
+    async fn start_full(
+        id: u64,
+        bootstrap: bool,
+        token: Option<&str>,
+        access_keys: Option<&str>,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = Config::dev();
+        config.aws_api = Default::default();
         config.node_id = id;
         config.listen = addr;
         config.data_dir = dir.path().join("data");
@@ -47,9 +65,19 @@ impl Node {
             std::fs::write(&path, t).unwrap();
             config.admin_token_file = Some(path);
         }
+        let mut aws_listener = None;
+        if let Some(keys) = access_keys {
+            let path = dir.path().join("access-keys.csv");
+            std::fs::write(&path, keys).unwrap();
+            config.aws_api.access_keys_file = Some(path);
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            config.aws_api.listen = Some(l.local_addr().unwrap());
+            aws_listener = Some(l);
+        }
+        let aws = aws_listener.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            quota_server::server::serve(config, listener, async {
+            quota_server::server::serve_with(config, listener, aws_listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -73,6 +101,7 @@ impl Node {
         }
         Node {
             addr,
+            aws,
             channel,
             stop: Some(stop),
             task,
