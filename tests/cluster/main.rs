@@ -9,3 +9,4 @@ mod t10_leader_failover;
 mod t20_partition;
 mod t30_snapshot_catch_up;
 mod t40_full_restart;
+mod t50_aws_api;

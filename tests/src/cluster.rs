@@ -86,6 +86,9 @@ pub struct ClusterOpts {
     /// were the fixture's only way while quotad could not parse a `[peers]` table, fixed in
     /// 6efe14f).
     pub peers_in_config: bool,
+    /// When set, every node also serves the AWS API Gateway-compatible API on a port of its
+    /// own, checking signatures against this access keys file text (see [`Cluster::aws_addr`]).
+    pub aws_access_keys: Option<String>,
 }
 
 impl Default for ClusterOpts {
@@ -97,6 +100,7 @@ impl Default for ClusterOpts {
             startup_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
             peers_in_config: true,
+            aws_access_keys: None,
         }
     }
 }
@@ -104,6 +108,8 @@ impl Default for ClusterOpts {
 /// One node: its addresses and files, and its process when it runs.
 struct Node {
     listen: SocketAddr,
+    /// The AWS-compatible API's address, when served.
+    aws: Option<SocketAddr>,
     config: PathBuf,
     /// Where this node dials each peer (that link's proxy).
     peers: BTreeMap<u64, SocketAddr>,
@@ -176,7 +182,14 @@ impl Cluster {
     async fn launch(n: u64, opts: &ClusterOpts, bin: &Path) -> anyhow::Result<Self> {
         let dir = TempDir::with_prefix("quota-blackbox-").context("temp dir")?;
         let ids: Vec<u64> = (1..=n).collect();
-        let ports = free_ports(ids.len())?;
+        // The AWS API's ports, when served, are picked with the others so none repeats.
+        let aws_count = if opts.aws_access_keys.is_some() {
+            ids.len()
+        } else {
+            0
+        };
+        let mut ports = free_ports(ids.len() + aws_count)?;
+        let aws_ports = ports.split_off(ids.len());
         let listen: BTreeMap<u64, SocketAddr> = ids
             .iter()
             .zip(ports)
@@ -202,8 +215,19 @@ impl Cluster {
             None => None,
         };
 
+        let aws_keys_file = match &opts.aws_access_keys {
+            Some(keys) => {
+                let path = dir.path().join("aws-access-keys.csv");
+                std::fs::write(&path, keys).context("write access keys file")?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut nodes = BTreeMap::new();
         for &id in &ids {
+            let aws = aws_ports
+                .get((id - 1) as usize)
+                .map(|&port| SocketAddr::from(([127, 0, 0, 1], port)));
             let node_dir = dir.path().join(format!("node{id}"));
             std::fs::create_dir_all(&node_dir)?;
             let data_dir = node_dir.join("data");
@@ -220,6 +244,7 @@ impl Cluster {
                 token_file.as_deref(),
                 &opts.raft,
                 opts.peers_in_config.then_some(&peers),
+                aws.zip(aws_keys_file.as_deref()),
             );
             std::fs::write(&config, text).context("write config")?;
             let client = NodeClient::new(
@@ -232,6 +257,7 @@ impl Cluster {
                 id,
                 Node {
                     listen: listen[&id],
+                    aws,
                     config,
                     peers: if opts.peers_in_config {
                         BTreeMap::new()
@@ -309,6 +335,12 @@ impl Cluster {
         self.nodes
             .get_mut(&id)
             .ok_or_else(|| anyhow!("no node {id}"))
+    }
+
+    /// The address of node `id`'s AWS API Gateway-compatible API, when the cluster was
+    /// started with [`ClusterOpts::aws_access_keys`].
+    pub fn aws_addr(&self, id: u64) -> Option<SocketAddr> {
+        self.nodes.get(&id).and_then(|n| n.aws)
     }
 
     /// Node ids, in order.
@@ -715,6 +747,7 @@ fn node_config(
     admin_token_file: Option<&Path>,
     raft: &RaftTimings,
     peers: Option<&BTreeMap<u64, SocketAddr>>,
+    aws: Option<(SocketAddr, &Path)>,
 ) -> String {
     let addr = listen[&id].to_string();
     let mut t = String::new();
@@ -752,6 +785,14 @@ fn node_config(
         "keep_logs_after_snapshot = {}\n",
         raft.keep_logs_after_snapshot
     ));
+    if let Some((addr, keys)) = aws {
+        t.push_str("\n[aws_api]\n");
+        t.push_str(&format!("listen = {}\n", toml_str(&addr.to_string())));
+        t.push_str(&format!(
+            "access_keys_file = {}\n",
+            toml_str(&keys.to_string_lossy())
+        ));
+    }
     if let Some(peers) = peers {
         t.push_str("\n[peers]\n");
         for (peer, addr) in peers {

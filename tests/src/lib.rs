@@ -1,6 +1,7 @@
 //! quota-blackbox: black-box tests against real `quotad` processes.
 //!
 //! # Layout
+//! - [`aws`]: the real AWS CLI against a node's AWS API Gateway-compatible API.
 //! - [`binary`]: builds `quotad` once per test process (with the cargo running the tests,
 //!   into the same target dir and profile) and finds it.
 //! - [`proxy`]: a TCP proxy per directed node-to-node link, with `cut()` / `heal()`.
@@ -14,6 +15,7 @@
 //! `cargo nextest run -p quota-blackbox` (serially: see `.config/nextest.toml`) or
 //! `cargo test -p quota-blackbox`; [`Cluster`] serialises clusters within one process.
 
+pub mod aws;
 pub mod binary;
 pub mod client;
 pub mod cluster;

@@ -6,129 +6,15 @@
 //! Needs the AWS CLI (`pip install awscli`; `.ci/run` and `test.sh` install it). Without it
 //! these tests fail and say so: they are never skipped silently.
 
+use quota_blackbox::aws::Aws;
 use quota_proto::v1::*;
 use serde_json::Value;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::process::Command;
 
 mod common;
 use common::Node;
 
-const AKID: &str = "AKIDQUOTADTEST0000001";
-const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-
-fn access_keys() -> String {
-    format!("Access key ID,Secret access key\n{AKID},{SECRET}\n")
-}
-
-/// The AWS CLI as a command: `aws` if on PATH, else `python3 -m awscli`.
-fn aws_command() -> Command {
-    let on_path = Command::new("aws")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if on_path {
-        return Command::new("aws");
-    }
-    let module = Command::new("python3")
-        .args(["-m", "awscli", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        module,
-        "the AWS CLI is needed for these tests: `python3 -m pip install awscli` (.ci/run and test.sh install it)"
-    );
-    let mut cmd = Command::new("python3");
-    cmd.args(["-m", "awscli"]);
-    cmd
-}
-
-/// One CLI profile against one endpoint.
-struct Aws {
-    endpoint: String,
-    access_key: String,
-    secret: String,
-    extra: Vec<String>,
-}
-
-/// A failed CLI call: the error type and message it printed.
-#[derive(Debug)]
-struct CliError {
-    stderr: String,
-}
-
-impl CliError {
-    fn assert(&self, error_type: &str, words: &str) {
-        assert!(
-            self.stderr.contains(&format!("({error_type})")),
-            "expected {error_type}, got: {}",
-            self.stderr
-        );
-        assert!(
-            self.stderr.contains(words),
-            "expected `{words}` in: {}",
-            self.stderr
-        );
-    }
-}
-
-impl Aws {
-    fn new(addr: SocketAddr) -> Aws {
-        Aws {
-            endpoint: format!("http://{addr}"),
-            access_key: AKID.into(),
-            secret: SECRET.into(),
-            extra: Vec::new(),
-        }
-    }
-
-    fn try_run(&self, args: &[&str]) -> Result<Value, CliError> {
-        let home = tempfile::tempdir().unwrap();
-        let out = aws_command()
-            .arg("apigateway")
-            .args(args)
-            .args(["--endpoint-url", &self.endpoint, "--region", "us-east-1"])
-            .args(["--output", "json"])
-            .args(&self.extra)
-            .env("HOME", home.path())
-            .env("AWS_ACCESS_KEY_ID", &self.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_CONFIG_FILE", home.path().join("config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                home.path().join("credentials"),
-            )
-            .env("AWS_MAX_ATTEMPTS", "1")
-            .env("AWS_PAGER", "")
-            .output()
-            .expect("run the AWS CLI");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(CliError {
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        if stdout.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        Ok(serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}")))
-    }
-
-    fn run(&self, args: &[&str]) -> Value {
-        self.try_run(args)
-            .unwrap_or_else(|e| panic!("aws apigateway {args:?} failed: {}", e.stderr))
-    }
-
-    fn fail(&self, args: &[&str]) -> CliError {
-        match self.try_run(args) {
-            Ok(v) => panic!("aws apigateway {args:?} should have failed, got {v}"),
-            Err(e) => e,
-        }
-    }
-}
+use quota_blackbox::aws::{SECRET, access_keys};
 
 /// Run blocking CLI calls off the runtime's worker threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
