@@ -13,6 +13,14 @@
 //!   subtracted from the next settlement instead;
 //! - only the refill task installs and drains leases (under the bucket's `book` mutex,
 //!   which the hot path never takes).
+//!
+//! While the cluster is unreachable and no lease is live, a bucket may admit at its plan's
+//! safe rate (`safe`, a local GCRA). What it admits that way is counted in `offline`, one
+//! atomic add per admitted request (cost units, not yet acknowledged by the cluster); the
+//! report task (`crate::offline`) reports it when the cluster answers again and subtracts
+//! only what the cluster acknowledged. Such a request holds a charge on [`SAFE_RATE_SLOT`]:
+//! another plan's refusal gives the GCRA's capacity back, and a refund also takes the cost
+//! off `offline`.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +34,9 @@ const TOKEN_MASK: u64 = (1 << TOKEN_BITS) - 1;
 
 /// "No limit" in the `limit` and `remaining` atomics.
 pub(crate) const UNLIMITED: u64 = u64::MAX;
+
+/// The slot number of a charge admitted at the safe rate (not from a lease).
+pub(crate) const SAFE_RATE_SLOT: u8 = u8::MAX;
 
 fn pack(generation: u64, tokens: u64) -> u64 {
     (generation << TOKEN_BITS) | (tokens & TOKEN_MASK)
@@ -238,6 +249,8 @@ pub(crate) struct Bucket {
     pub(crate) refunded: AtomicU64,
     /// Admissions at the safe rate while the cluster is unreachable.
     pub(crate) safe: Option<Gcra>,
+    /// Cost units admitted at the safe rate that the cluster has not acknowledged yet.
+    pub(crate) offline: AtomicU64,
     pub(crate) book: Mutex<Book>,
 }
 
@@ -273,6 +286,7 @@ impl Bucket {
             late_credit: AtomicU64::new(0),
             refunded: AtomicU64::new(0),
             safe,
+            offline: AtomicU64::new(0),
             book: Mutex::new(Book::default()),
         }
     }
@@ -306,8 +320,50 @@ impl Bucket {
         Take::Empty
     }
 
-    /// Undoes a [`Take::Taken`] (a refund, or a multi-plan request another plan refused).
+    /// Takes `cost` from the safe rate, if the bucket has one and it allows it now. Undo
+    /// with [`Bucket::give_back`] on [`SAFE_RATE_SLOT`]; once the request is admitted (by
+    /// every plan), count it with [`Bucket::count_offline`].
+    #[inline]
+    pub(crate) fn take_safe(&self, cost: u64, now_ns: u64) -> bool {
+        self.safe
+            .as_ref()
+            .is_some_and(|g| g.try_take(cost, now_ns).is_ok())
+    }
+
+    /// Counts `cost` admitted at the safe rate, to report to the cluster.
+    pub(crate) fn count_offline(&self, cost: u64) {
+        self.offline.fetch_add(cost, Ordering::Relaxed);
+    }
+
+    /// Takes `n` off `offline` (the cluster acknowledged, or refused for good, a report of
+    /// them), never below zero: a refund that raced with the report already took its cost
+    /// off, and then the report counted it (the safe side).
+    pub(crate) fn settle_offline(&self, n: u64) {
+        let _ = self
+            .offline
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+
+    /// A refunded permit: gives its tokens back, and takes a safe-rate admission off the
+    /// count to report (if the report already went out, the cluster counts it anyway).
+    pub(crate) fn refund(&self, slot: u8, generation: u16, cost: u64) {
+        self.give_back(slot, generation, cost);
+        if slot == SAFE_RATE_SLOT {
+            self.settle_offline(cost);
+        }
+    }
+
+    /// Undoes a [`Take::Taken`] or a [`Bucket::take_safe`] (a multi-plan request another
+    /// plan refused; a refund).
     pub(crate) fn give_back(&self, slot: u8, generation: u16, cost: u64) {
+        if slot == SAFE_RATE_SLOT {
+            if let Some(g) = &self.safe {
+                g.give_back(cost);
+            }
+            return;
+        }
         let returned = self
             .slots
             .get(usize::from(slot))
@@ -438,6 +494,36 @@ mod tests {
             b.take(1, 10),
             Take::Refused(Refusal::QuotaExceeded)
         ));
+    }
+
+    // Property: the safe rate admits up to its burst; a give-back (another plan refused)
+    // returns the capacity without touching the count; a refund returns both; settling a
+    // report never goes below zero.
+    // Set-up: a bucket with a safe rate of 1/s and a burst of 2, no lease.
+    // Pass: two admissions counted, a third refused; counts 2, 2 after a give-back, 1 after
+    // a refund (each time with room for one more admission); settling 5 leaves 0.
+    #[test]
+    fn safe_rate_admissions_are_counted_and_given_back() {
+        let b = Bucket::new(PlanId(1), KeyId(1), Gcra::new(1.0, 2.0));
+        assert!(matches!(b.take(1, 10), Take::Empty));
+        for _ in 0..2 {
+            assert!(b.take_safe(1, 10));
+            b.count_offline(1);
+        }
+        assert!(!b.take_safe(1, 10), "burst spent");
+        assert_eq!(b.offline.load(Ordering::Relaxed), 2);
+        b.give_back(SAFE_RATE_SLOT, 0, 1);
+        assert_eq!(b.offline.load(Ordering::Relaxed), 2);
+        assert!(b.take_safe(1, 10), "the given-back capacity is there again");
+        b.refund(SAFE_RATE_SLOT, 0, 1);
+        assert_eq!(b.offline.load(Ordering::Relaxed), 1);
+        assert_eq!(b.late_credit.load(Ordering::Relaxed), 0);
+        assert!(b.take_safe(1, 10), "the refunded capacity is there again");
+        b.settle_offline(5);
+        assert_eq!(b.offline.load(Ordering::Relaxed), 0);
+        let none = Bucket::new(PlanId(1), KeyId(2), None);
+        assert!(!none.take_safe(1, 10), "no safe rate: deny");
+        assert_eq!(none.offline.load(Ordering::Relaxed), 0);
     }
 
     // Property: concurrent takers never take more than installed in total.

@@ -127,9 +127,9 @@ impl Decision {
     }
 }
 
-/// Tokens a permit took from one lease slot, to give back on refund. Throttle tokens are
-/// not here: a refund does not un-throttle, and a request refused by another plan gives
-/// them back before the permit exists.
+/// Tokens a permit took from one lease slot (or from the safe rate: `SAFE_RATE_SLOT`), to
+/// give back on refund. Throttle tokens are not here: a refund does not un-throttle, and a
+/// request refused by another plan gives them back before the permit exists.
 #[derive(Debug)]
 pub(crate) struct Charge {
     pub(crate) bucket: Arc<Bucket>,
@@ -177,7 +177,7 @@ impl Permit {
     pub fn refund(mut self) {
         let cost = self.cost;
         for c in self.charges.drain(..) {
-            c.bucket.give_back(c.slot, c.generation, cost);
+            c.bucket.refund(c.slot, c.generation, cost);
             c.bucket
                 .refunded
                 .fetch_add(cost, std::sync::atomic::Ordering::Relaxed);

@@ -17,6 +17,7 @@
 //!   a local GCRA (safe rate; throttle fallback).
 //! - `refill`: the background task that renews and settles leases in batches.
 //! - `throttle_refill`: the background task that fetches throttle tokens in batches.
+//! - `offline`: the background task that reports what was admitted at the safe rate.
 //! - `watch`: the background task that follows the cluster's changes.
 //! - `transport`: channels, the bearer token, retries on the next node.
 //! - `clock`: the exact monotonic clock, and the hot path's cheap upper bound of it.
@@ -68,7 +69,39 @@
 //! throttle falls back to a local token bucket at `rate x throttle_share` with a burst of
 //! `burst x throttle_share` at this gateway, so N gateways with `throttle_share` = 1/N
 //! stay within the plan's throttle together. Quotas keep their own rule (held leases, then
-//! `safe_rate`).
+//! `safe_rate`; see below).
+//!
+//! # Cluster unreachable
+//! When no node acknowledges a lease batch (or an offline report) within
+//! `batch_retry_deadline`, the client counts the cluster unreachable. It keeps spending the
+//! leases it holds until their deadlines; after that, a plan admits at its **safe rate**
+//! (`safe_rate`, requests per second per key at this gateway, set by the operator on the
+//! plan; the client's `ClientConfig::safe_rate` for plans that leave it at 0), and denies
+//! (`Unavailable`) when that is 0, the default. Admissions at the safe rate were not
+//! reserved, so they are the one deliberate exception to the quota invariant; the cluster
+//! must still learn about them:
+//!
+//! - **Counted** per (plan, key), in cost units, by one atomic add on the bucket when the
+//!   request is admitted (nothing on the hot path while leases are live). The permit holds
+//!   a charge for it: a refund takes it off the count, another plan's refusal returns the
+//!   safe rate's capacity.
+//! - **Reported** when the cluster answers again (at once when a lease batch succeeds, and
+//!   every second while anything is pending, which also detects the cluster's return
+//!   without any demand): `Gateway.ReportOfflineUsage`, at most 1024 (plan, key)s per
+//!   report, each under a random request id that the report keeps, items unchanged, until
+//!   it is answered; a retry after a lost answer is therefore counted once by the cluster.
+//! - **Subtracted** only as acknowledged: the cluster answers per item; what it added to the
+//!   key's usage (even past the limit) and what it refused for good (a plan whose
+//!   `safe_rate` is 0: the client's default rate is not the operator's opt-in; a plan, key
+//!   or association that no longer exists) leave the count; anything unanswered stays.
+//! - **Observed** in [`MetricsSnapshot`]: `admitted_unreachable` (requests),
+//!   `offline_pending`, `offline_reported`, `offline_refused` (cost units),
+//!   `offline_reports` and `offline_report_failures`. [`Client::shutdown`] sends what is
+//!   pending and says what it could not (`ShutdownReport::offline_unreported`).
+//!
+//! The cluster adds reported usage to the period current when the report arrives; a
+//! report sent again only after the cluster has seen 65,536 other request ids, or a refund
+//! that arrives after its admission was reported, is counted (more, never less).
 
 pub mod config;
 pub mod decision;
@@ -77,6 +110,7 @@ pub mod metrics;
 
 mod allowance;
 mod clock;
+mod offline;
 mod refill;
 mod registry;
 mod throttle;
@@ -84,7 +118,7 @@ mod throttle_refill;
 mod transport;
 mod watch;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -99,7 +133,7 @@ pub use decision::{Decision, Deny, DenyKind, DenyReason, Permit, RateInfo};
 pub use error::{ClientError, ConfigError};
 pub use metrics::MetricsSnapshot;
 
-use allowance::{Refusal, Take, UNLIMITED};
+use allowance::{Refusal, SAFE_RATE_SLOT, Take, UNLIMITED};
 use clock::Clock;
 use decision::{Charge, Charges};
 use registry::{Binding, Registry, SecretCache};
@@ -124,8 +158,8 @@ pub(crate) struct Inner {
     reachable: AtomicBool,
     /// The last throttle request was answered.
     throttle_reachable: AtomicBool,
-    /// `admitted_unreachable` when the cluster was last reachable.
-    admitted_before_outage: AtomicU64,
+    /// Reports of usage admitted at the safe rate.
+    offline: offline::Reporter,
 }
 
 impl Inner {
@@ -138,16 +172,10 @@ impl Inner {
     fn set_reachable(&self, up: bool) {
         let was = self.reachable.swap(up, Ordering::AcqRel);
         if up && !was {
-            let total = self.metrics.admitted_unreachable.load(Ordering::Relaxed);
-            let before = self.admitted_before_outage.swap(total, Ordering::AcqRel);
-            let during = total.saturating_sub(before);
-            self.metrics
-                .admitted_unreachable_reported
-                .store(total, Ordering::Relaxed);
             tracing::info!(
-                admitted_at_safe_rate = during,
-                "cluster reachable again; requests admitted at the safe rate while it was not"
+                "cluster reachable again; reporting what was admitted at the safe rate meanwhile"
             );
+            self.offline.wake.notify_one();
         } else if !up && was {
             tracing::warn!("cluster unreachable; spending held leases, then the safe rate");
         }
@@ -253,6 +281,9 @@ type Throttled<'a> = SmallVec<[ThrottleTaken<'a>; 4]>;
 pub struct ShutdownReport {
     /// Unused tokens returned to the cluster.
     pub returned_tokens: u64,
+    /// Cost units admitted at the safe rate that the cluster did not acknowledge before the
+    /// shutdown (it could not be reached): never counted by the cluster.
+    pub offline_unreported: u64,
 }
 
 impl Client {
@@ -267,12 +298,13 @@ impl Client {
         drop(tx);
         let watch = tokio::spawn(watch::run(client.inner.clone(), rx.clone()));
         let refill = tokio::spawn(refill::run(client.inner.clone(), rx.clone()));
-        let throttles = tokio::spawn(throttle_refill::run(client.inner.clone(), rx));
+        let throttles = tokio::spawn(throttle_refill::run(client.inner.clone(), rx.clone()));
+        let reports = tokio::spawn(offline::run(client.inner.clone(), rx));
         client
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([watch, refill, throttles]);
+            .extend([watch, refill, throttles, reports]);
         let deadline = tokio::time::Instant::now() + client.inner.config.connect_timeout;
         let inner = client.inner.clone();
         loop {
@@ -310,7 +342,7 @@ impl Client {
             transport,
             reachable: AtomicBool::new(true),
             throttle_reachable: AtomicBool::new(true),
-            admitted_before_outage: AtomicU64::new(0),
+            offline: offline::Reporter::default(),
             config,
         };
         Client {
@@ -444,6 +476,8 @@ impl Client {
         let mut throttled = Throttled::new();
         let mut info = RateInfo::default();
         let mut covered = false;
+        // Some plan admitted at the safe rate (the cluster is unreachable).
+        let mut offline = false;
         // Returns every token taken so far.
         let undo = |charges: &mut Charges, throttled: &mut Throttled| {
             decision::undo(charges, cost);
@@ -524,21 +558,21 @@ impl Client {
                         }
                         return Local::NeedLease;
                     }
-                    // Unreachable and out of leases: the safe rate, if any.
-                    match &bucket.safe {
-                        Some(g) if g.try_take(cost, now).is_ok() => {
-                            inner
-                                .metrics
-                                .admitted_unreachable
-                                .fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {
-                            undo(&mut charges, &mut throttled);
-                            return Local::Done(
-                                self.deny(DenyReason::Unavailable, RateInfo::default()),
-                            );
-                        }
+                    // Unreachable and out of leases: the safe rate, if any. Counted per
+                    // (plan, key) for the report on reconnect; the charge lets a refund or
+                    // another plan's refusal take it back.
+                    if !bucket.take_safe(cost, now) {
+                        undo(&mut charges, &mut throttled);
+                        return Local::Done(
+                            self.deny(DenyReason::Unavailable, RateInfo::default()),
+                        );
                     }
+                    charges.push(Charge {
+                        bucket: bucket.clone(),
+                        slot: SAFE_RATE_SLOT,
+                        generation: 0,
+                    });
+                    offline = true;
                 }
             }
             if let Some(pool) = b.throttle_for(route) {
@@ -573,8 +607,23 @@ impl Client {
         if !covered {
             return Local::Done(self.deny(DenyReason::NotCovered, RateInfo::default()));
         }
+        if offline {
+            self.count_offline(&charges, cost);
+        }
         inner.metrics.allowed();
         Local::Done(Decision::Allow(Permit::new(info, cost, charges)))
+    }
+
+    /// A request admitted by every plan, some at the safe rate: count it for the report.
+    #[cold]
+    fn count_offline(&self, charges: &Charges, cost: u64) {
+        for c in charges.iter().filter(|c| c.slot == SAFE_RATE_SLOT) {
+            c.bucket.count_offline(cost);
+        }
+        self.inner
+            .metrics
+            .admitted_unreachable
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request found `pool` without `cost` live tokens. Answers `Ok(Some(gcra))` when the
@@ -607,18 +656,20 @@ impl Client {
 
     /// The client's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
-        let (held, refunded) = {
+        let (held, refunded, offline_pending) = {
             let reg = self.inner.lock_registry();
             let now = self.inner.clock.now_ns();
             let mut held = 0u64;
             let mut refunded = 0u64;
+            let mut offline_pending = 0u64;
             for b in reg.buckets.values() {
                 held += b.slots.iter().filter(|s| s.live(now)).count() as u64;
                 refunded += b.refunded.load(Ordering::Relaxed);
+                offline_pending += b.offline.load(Ordering::Relaxed);
             }
-            (held, refunded)
+            (held, refunded, offline_pending)
         };
-        self.inner.metrics.snapshot(held, refunded)
+        self.inner.metrics.snapshot(held, refunded, offline_pending)
     }
 
     /// Whether the last lease batch was acknowledged by the cluster.
@@ -626,8 +677,9 @@ impl Client {
         self.inner.reachable.load(Ordering::Relaxed)
     }
 
-    /// Stops the background tasks and returns every unused token to the cluster (one
-    /// batch). Checks after this answer from what is left locally, which is nothing.
+    /// Stops the background tasks, returns every unused token to the cluster (one batch),
+    /// and reports what was admitted at the safe rate and not reported yet. Checks after
+    /// this answer from what is left locally, which is nothing.
     pub async fn shutdown(&self) -> ShutdownReport {
         let _ = self.stop.0.send(true);
         let tasks: Vec<_> =
@@ -636,7 +688,18 @@ impl Client {
             let _ = t.await;
         }
         let returned_tokens = refill::round(&self.inner, true).await;
-        ShutdownReport { returned_tokens }
+        let _ = offline::report(&self.inner).await;
+        let offline_unreported = offline::pending(&self.inner);
+        if offline_unreported > 0 {
+            tracing::warn!(
+                offline_unreported,
+                "shut down with usage admitted at the safe rate that the cluster never acknowledged"
+            );
+        }
+        ShutdownReport {
+            returned_tokens,
+            offline_unreported,
+        }
     }
 }
 

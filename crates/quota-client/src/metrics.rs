@@ -30,7 +30,10 @@ pub(crate) struct Metrics {
     pub(crate) watch_reconnects: AtomicU64,
     pub(crate) watch_events: AtomicU64,
     pub(crate) admitted_unreachable: AtomicU64,
-    pub(crate) admitted_unreachable_reported: AtomicU64,
+    pub(crate) offline_reports: AtomicU64,
+    pub(crate) offline_report_failures: AtomicU64,
+    pub(crate) offline_reported: AtomicU64,
+    pub(crate) offline_refused: AtomicU64,
     pub(crate) throttle_rpcs: AtomicU64,
     pub(crate) throttle_failures: AtomicU64,
     pub(crate) throttle_tokens: AtomicU64,
@@ -64,7 +67,10 @@ impl Metrics {
             watch_reconnects: AtomicU64::new(0),
             watch_events: AtomicU64::new(0),
             admitted_unreachable: AtomicU64::new(0),
-            admitted_unreachable_reported: AtomicU64::new(0),
+            offline_reports: AtomicU64::new(0),
+            offline_report_failures: AtomicU64::new(0),
+            offline_reported: AtomicU64::new(0),
+            offline_refused: AtomicU64::new(0),
             throttle_rpcs: AtomicU64::new(0),
             throttle_failures: AtomicU64::new(0),
             throttle_tokens: AtomicU64::new(0),
@@ -90,7 +96,12 @@ impl Metrics {
             .fetch_max(micros, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, leases_held: u64, refunded: u64) -> MetricsSnapshot {
+    pub(crate) fn snapshot(
+        &self,
+        leases_held: u64,
+        refunded: u64,
+        offline_pending: u64,
+    ) -> MetricsSnapshot {
         let mut denied = [0u64; DenyKind::COUNT];
         let mut allowed = 0;
         for s in &self.stripes {
@@ -119,7 +130,11 @@ impl Metrics {
             watch_reconnects: get(&self.watch_reconnects),
             watch_events: get(&self.watch_events),
             admitted_unreachable: get(&self.admitted_unreachable),
-            admitted_unreachable_reported: get(&self.admitted_unreachable_reported),
+            offline_pending,
+            offline_reported: get(&self.offline_reported),
+            offline_refused: get(&self.offline_refused),
+            offline_reports: get(&self.offline_reports),
+            offline_report_failures: get(&self.offline_report_failures),
             throttle_rpcs: get(&self.throttle_rpcs),
             throttle_failures: get(&self.throttle_failures),
             throttle_tokens: get(&self.throttle_tokens),
@@ -160,8 +175,20 @@ pub struct MetricsSnapshot {
     pub watch_events: u64,
     /// Requests admitted at the safe rate while the cluster was unreachable.
     pub admitted_unreachable: u64,
-    /// Of those, how many were reported (logged) after the cluster became reachable.
-    pub admitted_unreachable_reported: u64,
+    /// Cost units admitted at the safe rate (summed over plans: a request covered by two
+    /// plans counts for both) that the cluster has not acknowledged yet.
+    pub offline_pending: u64,
+    /// Cost units admitted at the safe rate that the cluster acknowledged and added to the
+    /// keys' usage.
+    pub offline_reported: u64,
+    /// Cost units admitted at the safe rate that the cluster refused to record (the plan's
+    /// `safe_rate` is 0, or the plan, key or association is gone): never counted.
+    pub offline_refused: u64,
+    /// `Gateway.ReportOfflineUsage` requests sent (each one RPC, many (plan, key)s).
+    pub offline_reports: u64,
+    /// Reports that no node answered within the retry deadline, or that were refused whole;
+    /// each is sent again as it was.
+    pub offline_report_failures: u64,
     /// `Gateway.Throttle` requests sent (each one RPC, many throttle pools).
     pub throttle_rpcs: u64,
     /// Throttle requests that no node answered within the retry deadline.

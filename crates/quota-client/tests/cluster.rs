@@ -540,15 +540,22 @@ async fn throttles_hold_across_eight_gateways_within_the_documented_bound() {
 
 // Property: with the whole cluster unreachable and the leases run out, a gateway admits at
 // the plan's safe rate and no more, a plan whose safe rate is 0 denies, and the gateway
-// counts what it admitted that way.
+// counts what it admitted that way per (plan, key); when the cluster is back, it reports
+// that to the cluster, which adds it to the key's usage exactly once: a second outage and
+// reconnect add only what was admitted during the second outage.
 // Set-up: 3 nodes; plan "safe" with safe_rate 4/s and plan "strict" with the default 0,
-// one key each; one gateway with 1 s leases warms both keys up, then every node is stopped.
-// After the leases' deadlines pass, 4 workers hammer both keys for 3 s.
-// Pass: "safe" admits between 1 and burst + rate x 3 s = 4 + 12 = 16 requests (the local
-// GCRA's bound); "strict" admits nothing; the metric `admitted_unreachable` equals what
-// "safe" admitted after the stop.
+// one key each; one gateway with 1 s leases warms both keys up and returns its leases
+// (the cluster's `used` of the safe key is then U0), then every node is stopped. After the
+// leases' deadlines pass, 4 workers hammer both keys for 3 s (N admitted on "safe"). Every
+// node is restarted; once the gateway has nothing pending, the nodes are stopped again,
+// 2 workers hammer the safe key for 2 s (M admitted), and the nodes are restarted again.
+// Pass: N between 1 and burst + rate x 3 s = 4 + 12 = 16 (the local GCRA's bound);
+// "strict" admits nothing; `admitted_unreachable` and `offline_pending` equal N while the
+// cluster is down; after the first restart the cluster's `used` of the safe key is exactly
+// U0 + N, after the second exactly U0 + N + M (nothing reported twice); the gateway's
+// `offline_reported` is N, then N + M, and nothing was refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unreachable_cluster_admits_at_the_plans_safe_rate() {
+async fn unreachable_cluster_admits_at_the_safe_rate_and_reports_it_once() {
     let mut cluster = Cluster::start(3, ClusterOpts::default())
         .await
         .expect("cluster starts");
@@ -601,6 +608,10 @@ async fn unreachable_cluster_admits_at_the_plans_safe_rate() {
                 Decision::Deny(d) => return Err(anyhow!("warm-up denied: {:?}", d.reason)),
             }
         }
+        // The idle lease goes back to the cluster (spent part counted): U0 is then final.
+        let u0 = settled_usage(&clients, &safe_plan, &safe_key, None).await?;
+        eprintln!("before the outage: used {u0}");
+
         cluster.stop_all().await?;
         // Past every lease deadline (1 s TTL from the last renewal).
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -616,25 +627,26 @@ async fn unreachable_cluster_admits_at_the_plans_safe_rate() {
             } else {
                 (strict_secret.clone(), admitted_strict.clone())
             };
-            tasks.push(tokio::spawn(async move {
-                while start.elapsed() < Duration::from_secs(3) {
-                    match gw.check(secret.as_bytes(), API, STAGE, ROUTE, 1).await {
-                        Decision::Allow(p) => {
-                            p.commit();
-                            counter.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Decision::Deny(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-                    }
-                }
-            }));
+            tasks.push(tokio::spawn(hammer(
+                gw,
+                secret,
+                counter,
+                start,
+                Duration::from_secs(3),
+            )));
         }
         for t in tasks {
             t.await?;
         }
         let safe = admitted_safe.load(Ordering::Relaxed);
         let strict = admitted_strict.load(Ordering::Relaxed);
-        let counted = gw.metrics().admitted_unreachable - before;
-        eprintln!("unreachable: safe plan admitted {safe}, strict plan {strict}, metric {counted}");
+        let m = gw.metrics();
+        let counted = m.admitted_unreachable - before;
+        eprintln!(
+            "unreachable: safe plan admitted {safe}, strict plan {strict}, metric {counted}, \
+             pending {}",
+            m.offline_pending
+        );
         ensure!(
             (1..=16).contains(&safe),
             "safe plan admitted {safe}, outside 1..=16"
@@ -644,8 +656,128 @@ async fn unreachable_cluster_admits_at_the_plans_safe_rate() {
             "the strict plan admitted {strict} with the cluster down"
         );
         ensure!(counted == safe, "metric {counted} != admitted {safe}");
+        ensure!(
+            m.offline_pending == safe,
+            "pending {} != admitted {safe}",
+            m.offline_pending
+        );
+
+        // Back: the gateway reports what it admitted, and the cluster counts it exactly.
+        restart_all(&mut cluster).await?;
+        wait_reported(gw, safe).await?;
+        let used = settled_usage(&clients, &safe_plan, &safe_key, Some(u0 + safe)).await?;
+        ensure!(
+            used == u0 + safe,
+            "after the first reconnect the cluster counts {used}, not {u0} + {safe}"
+        );
+
+        // A second outage and reconnect: only what it admitted is added.
+        cluster.stop_all().await?;
+        let again = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                tokio::spawn(hammer(
+                    gw.clone(),
+                    safe_secret.clone(),
+                    again.clone(),
+                    start,
+                    Duration::from_secs(2),
+                ))
+            })
+            .collect();
+        for t in tasks {
+            t.await?;
+        }
+        let second = again.load(Ordering::Relaxed);
+        eprintln!("second outage: safe plan admitted {second}");
+        ensure!(
+            second >= 1,
+            "nothing admitted at the safe rate in the second outage"
+        );
+        restart_all(&mut cluster).await?;
+        wait_reported(gw, safe + second).await?;
+        let total = u0 + safe + second;
+        let used = settled_usage(&clients, &safe_plan, &safe_key, Some(total)).await?;
+        ensure!(
+            used == total,
+            "after the second reconnect the cluster counts {used}, not {u0} + {safe} + {second}"
+        );
+        let m = gw.metrics();
+        ensure!(m.offline_refused == 0, "refused {}", m.offline_refused);
+        eprintln!("reconnected twice: used {used}; gw metrics {m:?}");
         Ok(())
     }
     .await;
     cluster.finish(result);
+}
+
+/// Checks `secret` in a loop until `run_for` has passed since `start`, counting admissions.
+async fn hammer(
+    gw: Client,
+    secret: String,
+    admitted: Arc<AtomicU64>,
+    start: Instant,
+    run_for: Duration,
+) {
+    while start.elapsed() < run_for {
+        match gw.check(secret.as_bytes(), API, STAGE, ROUTE, 1).await {
+            Decision::Allow(p) => {
+                p.commit();
+                admitted.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Deny(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Starts every node again and waits for a leader.
+async fn restart_all(cluster: &mut Cluster) -> anyhow::Result<()> {
+    for id in cluster.ids() {
+        cluster.restart(id)?;
+    }
+    cluster.wait_for_leader(DEADLINE).await?;
+    Ok(())
+}
+
+/// Waits until the gateway has nothing pending and the cluster acknowledged `reported` cost
+/// units in all.
+async fn wait_reported(gw: &Client, reported: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let m = gw.metrics();
+        if m.offline_pending == 0 && m.offline_reported == reported {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not reported within {DEADLINE:?}: pending {}, reported {} (want {reported}), \
+             reports {}, failures {}",
+            m.offline_pending,
+            m.offline_reported,
+            m.offline_reports,
+            m.offline_report_failures
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The cluster's `used` of (plan, key) once no lease holds anything (and, when given, once
+/// it equals `want`; else the last value is answered when the deadline passes).
+async fn settled_usage(
+    clients: &[NodeClient],
+    plan: &str,
+    key: &str,
+    want: Option<u64>,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let u = ops::usage(clients, plan, key, false, DEADLINE).await?;
+        let settled = u.reserved == 0 && want.is_none_or(|w| u.used == w);
+        if settled || Instant::now() > deadline {
+            ensure!(u.reserved == 0, "{} still reserved", u.reserved);
+            return Ok(u.used);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
