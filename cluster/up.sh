@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin quotad --bin quotactl
 mkdir -p cluster/run cluster/data
+# An admin access key for the AWS-compatible API ([aws_api] in the node configs), made once.
+keys=cluster/run/aws-access-keys.csv
+if [ ! -f "$keys" ]; then
+    umask 077
+    akid="AKIDLOCAL$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)"
+    secret=$(od -An -N30 -tx1 /dev/urandom | tr -d ' \n')
+    printf 'Access key ID,Secret access key\n%s,%s\n' "$akid" "$secret" >"$keys"
+    umask 022
+fi
 for i in 1 2 3; do
     pidfile=cluster/run/node$i.pid
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -22,6 +31,9 @@ for _ in $(seq 1 100); do
         echo "cluster up; leader is node $leader"
         echo "endpoints: $endpoints"
         echo "try: target/release/quotactl --endpoints $endpoints cluster status"
+        echo "AWS API Gateway-compatible API: http://127.0.0.1:7181 (and :7182, :7183), signed with the key in $keys:"
+        echo "  export AWS_ACCESS_KEY_ID=\$(tail -1 $keys | cut -d, -f1) AWS_SECRET_ACCESS_KEY=\$(tail -1 $keys | cut -d, -f2) AWS_DEFAULT_REGION=us-east-1"
+        echo "  aws apigateway get-usage-plans --endpoint-url http://127.0.0.1:7181"
         exit 0
     fi
     sleep 0.2
