@@ -38,6 +38,12 @@ impl Node {
         Node::start_full(1, true, None, Some(access_keys)).await
     }
 
+    /// A single-node cluster serving the AWS-compatible API without signature checks
+    /// (`aws_api.allow_unsigned`, as `--dev` does).
+    pub async fn start_aws_unsigned() -> Node {
+        Node::start_full(1, true, None, Some("")).await
+    }
+
     async fn start_full(
         id: u64,
         bootstrap: bool,
@@ -67,9 +73,13 @@ impl Node {
         }
         let mut aws_listener = None;
         if let Some(keys) = access_keys {
-            let path = dir.path().join("access-keys.csv");
-            std::fs::write(&path, keys).unwrap();
-            config.aws_api.access_keys_file = Some(path);
+            if keys.is_empty() {
+                config.aws_api.allow_unsigned = true;
+            } else {
+                let path = dir.path().join("access-keys.csv");
+                std::fs::write(&path, keys).unwrap();
+                config.aws_api.access_keys_file = Some(path);
+            }
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             config.aws_api.listen = Some(l.local_addr().unwrap());
             aws_listener = Some(l);
