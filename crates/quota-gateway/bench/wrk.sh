@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../../.."
 B=${BENCH_DIR:-/tmp/quota-gateway-bench}; T=target/release
 rm -rf $B/data; mkdir -p $B/data
 export QUOTA_ENDPOINTS=http://127.0.0.1:7370
-$T/quotad --dev --listen 127.0.0.1:7370 --data-dir $B/data >$B/quotad.log 2>&1 & QPID=$!
+$T/quotad --dev --aws-api-listen off --listen 127.0.0.1:7370 --data-dir $B/data >$B/quotad.log 2>&1 & QPID=$!
 UPSTREAM_THREADS=${UPSTREAM_THREADS:-1} $T/examples/upstream 127.0.0.1:9100 >$B/upstream.log 2>&1 & UPID=$!
 trap 'kill $QPID $UPID ${GPID:-} 2>/dev/null || true' EXIT
 for _ in $(seq 50); do $T/quotactl cluster status >/dev/null 2>&1 && break; sleep 0.2; done
