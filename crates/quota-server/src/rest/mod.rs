@@ -47,6 +47,8 @@ pub const MAX_ACCESS_KEYS: usize = 1024;
 pub const MAX_ACCESS_KEY_LEN: usize = 256;
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// The admin access keys that may sign requests. Debug shows the ids only.
 #[derive(Default)]
@@ -254,7 +256,15 @@ pub async fn serve(
     api: Arc<RestApi>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
@@ -271,6 +281,7 @@ pub async fn serve(
         let api = api.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let api = api.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&api, req).await) }
