@@ -6,7 +6,7 @@
 # Needs: wrk; `cargo build --release --bin quotad --bin quotactl -p quota-server -p quota-cli`
 # and `cargo build --release -p quota-gateway --bin quota-gateway --example upstream`.
 # Usage: crates/quota-gateway/bench/wrk.sh   (env: ROUNDS=5 DUR=5 CONNS=32
-#        UPSTREAM_THREADS=1 UPSTREAM_DELAY_MS=0)
+#        UPSTREAM_THREADS=1 UPSTREAM_DELAY_MS=0 UPSTREAM_WORK_US=0)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 B=${BENCH_DIR:-/tmp/quota-gateway-bench}; T=target/release
