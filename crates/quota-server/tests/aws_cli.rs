@@ -338,6 +338,17 @@ async fn cli_import_and_paging() {
         let body = format!("fileb://{}", csv.display());
         let imported = aws.run(&["import-api-keys", "--body", &body, "--format", "csv"]);
         let ids: Vec<String> = imported["ids"].as_array().unwrap().iter().map(s).collect();
+        // The import writes concurrently, so ids are not assigned in the file's order; lists
+        // come in id order.
+        let by_id = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort_by_key(|id| id[1..].parse::<u64>().unwrap());
+            v
+        };
+        let ids_in_order = by_id(&ids);
+        assert_eq!(ids_in_order.len(), 250);
+        assert_eq!(ids_in_order.first().map(String::as_str), Some("k1"));
+        assert_eq!(ids_in_order.last().map(String::as_str), Some("k250"));
         assert_eq!(ids.len(), 250, "{imported}");
         assert_eq!(imported["warnings"], serde_json::json!([]));
         // The same values again: the same keys, updated.
@@ -353,7 +364,7 @@ async fn cli_import_and_paging() {
             .iter()
             .map(|k| s(&k["id"]))
             .collect();
-        assert_eq!(listed, ids);
+        assert_eq!(listed, ids_in_order);
         // By hand, 100 at a time.
         let mut seen = Vec::new();
         let mut token: Option<String> = None;
@@ -371,7 +382,7 @@ async fn cli_import_and_paging() {
                 None => break,
             }
         }
-        assert_eq!(seen, ids);
+        assert_eq!(seen, ids_in_order);
         let named = aws.run(&["get-api-keys", "--name-query", "user12"]);
         assert_eq!(named["items"].as_array().unwrap().len(), 10);
         let plan_keys = aws.run(&[

@@ -13,6 +13,7 @@ use quota_core::{
 };
 use serde_json::{Value, json};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Page size when `limit` is absent, and the largest accepted (as the managed service).
 const DEFAULT_PAGE: usize = 25;
@@ -22,7 +23,7 @@ type Result<T> = std::result::Result<T, RestError>;
 
 /// Route a request to its operation.
 pub async fn dispatch(
-    node: &QuotaNode,
+    node: &Arc<QuotaNode>,
     method: &Method,
     path: &[&str],
     query: &Query,
@@ -160,7 +161,7 @@ fn list(items: Vec<Value>, position: Option<String>) -> Value {
 }
 
 struct Ctx<'a> {
-    node: &'a QuotaNode,
+    node: &'a Arc<QuotaNode>,
 }
 
 impl Ctx<'_> {
@@ -297,135 +298,71 @@ impl Ctx<'_> {
             .map_err(|_| RestError::bad_request("the import file is not UTF-8 text"))?;
         let file = csv::parse(text).map_err(RestError::bad_request)?;
         let mut warnings = file.warnings;
-        // Check every row before changing anything.
+        // Check every row before changing anything: first on its own, then against the
+        // state, all in one read.
         let mut rows = Vec::new();
         for row in file.rows {
-            match self.check_import_row(&row).await? {
+            match CheckedRow::check(&row) {
                 Ok(checked) => rows.push(checked),
                 Err(w) => warnings.push(format!("line {}: {w}", row.line)),
             }
         }
+        let now = now_ms();
+        let (rows, refused) = self
+            .read(move |s| {
+                let mut ok = Vec::new();
+                let mut refused = Vec::new();
+                for mut row in rows {
+                    if let Some(p) = row.plans.iter().find(|p| s.get_plan(**p).is_none()) {
+                        refused.push(format!("line {}: no usage plan {p}", row.line));
+                        continue;
+                    }
+                    row.existing = s
+                        .key_by_hash(&SecretDigest::of(&row.secret).hash, now)
+                        .map(|k| k.id);
+                    if let Some(key) = row.existing {
+                        row.plans.retain(|p| s.association(*p, key).is_none());
+                    }
+                    ok.push(row);
+                }
+                (ok, refused)
+            })
+            .await?;
+        warnings.extend(refused);
         if fail_on_warnings && !warnings.is_empty() {
             return Err(RestError::bad_request(format!(
                 "nothing was imported: {}",
                 warnings.join("; ")
             )));
         }
-        let mut ids = Vec::new();
-        for row in rows {
-            match self.import_row(row).await {
-                Ok(id) => ids.push(id.to_string()),
-                Err((line, e)) => warnings.push(format!("line {line}: {}", e.message)),
+        // The writes run concurrently so that the leader packs them into few log entries;
+        // the answer lists the ids in the file's order.
+        let mut ids: Vec<Option<String>> = vec![None; rows.len()];
+        let mut pending = rows.into_iter().enumerate();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < IMPORT_CONCURRENCY {
+                let Some((i, row)) = pending.next() else {
+                    break;
+                };
+                let node = self.node.clone();
+                running.spawn(async move { (i, row.line, import_row(&node, row).await) });
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            let (i, line, result) =
+                done.map_err(|e| RestError::bad_request(format!("an import task failed: {e}")))?;
+            match result {
+                Ok(id) => ids[i] = Some(id.to_string()),
+                Err(e) => warnings.push(format!("line {line}: {}", e.message)),
             }
         }
+        let ids: Vec<String> = ids.into_iter().flatten().collect();
         ok(
             StatusCode::CREATED,
             json!({ "ids": ids, "warnings": warnings }),
         )
-    }
-
-    /// Validate one import row: the outer error is the node's, the inner a warning.
-    async fn check_import_row(
-        &self,
-        row: &csv::ImportRow,
-    ) -> Result<std::result::Result<CheckedRow, String>> {
-        let checked = (|| {
-            let secret = Secret::import(&row.key).map_err(|e| e.to_string())?;
-            let name = Name::new(row.name.clone()).map_err(|e| e.to_string())?;
-            let description =
-                quota_core::Description::new(row.description.clone()).map_err(|e| e.to_string())?;
-            let enabled = match row.enabled.as_deref() {
-                None => true,
-                Some(e) if e.eq_ignore_ascii_case("true") => true,
-                Some(e) if e.eq_ignore_ascii_case("false") => false,
-                Some(e) => return Err(format!("Enabled: `{e}` is not true or false")),
-            };
-            let plans = row
-                .usage_plan_ids
-                .iter()
-                .map(|p| PlanId::from_str(p).map_err(|_| format!("no usage plan {p}")))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(CheckedRow {
-                line: row.line,
-                secret,
-                name,
-                description,
-                enabled,
-                plans,
-            })
-        })();
-        let Ok(row) = checked else {
-            return Ok(checked);
-        };
-        let missing = self
-            .read(|s| {
-                row.plans
-                    .iter()
-                    .find(|p| s.get_plan(**p).is_none())
-                    .copied()
-            })
-            .await?;
-        Ok(match missing {
-            Some(p) => Err(format!("no usage plan {p}")),
-            None => Ok(row),
-        })
-    }
-
-    /// Create or update one imported key (the same value imported again updates the key
-    /// that has it) and attach it to its plans.
-    async fn import_row(&self, row: CheckedRow) -> std::result::Result<KeyId, (usize, RestError)> {
-        let line = row.line;
-        let fail = |e: RestError| (line, e);
-        let digest = SecretDigest::of(&row.secret);
-        let existing = self
-            .read(|s| s.key_by_hash(&digest.hash, now_ms()).map(|k| k.id))
-            .await
-            .map_err(fail)?;
-        let key = match existing {
-            Some(key) => {
-                let patch = KeyPatch {
-                    name: Some(row.name),
-                    description: Some(row.description),
-                    enabled: Some(row.enabled),
-                    ..KeyPatch::default()
-                };
-                self.write_key(Command::KeyUpdate { key, patch })
-                    .await
-                    .map_err(fail)?
-            }
-            None => {
-                let spec = KeySpec {
-                    name: row.name,
-                    description: row.description,
-                    owner: None,
-                    enabled: row.enabled,
-                    expires_at: None,
-                    tags: Default::default(),
-                };
-                self.write_key(Command::KeyImport {
-                    spec,
-                    secret: digest,
-                })
-                .await
-                .map_err(fail)?
-            }
-        };
-        for plan in row.plans {
-            let attached = self
-                .read(|s| s.association(plan, key.id).is_some())
-                .await
-                .map_err(fail)?;
-            if !attached {
-                self.write(Command::Attach {
-                    plan,
-                    key: key.id,
-                    extra_per_period: Extra::default(),
-                })
-                .await
-                .map_err(fail)?;
-            }
-        }
-        Ok(key.id)
     }
 
     // ---- Usage plans ----
@@ -682,11 +619,91 @@ impl Ctx<'_> {
     }
 }
 
+/// Import writes running at once.
+const IMPORT_CONCURRENCY: usize = 128;
+
+/// One import row, validated.
 struct CheckedRow {
     line: usize,
     secret: Secret,
     name: Name,
     description: quota_core::Description,
     enabled: bool,
+    /// Plans to attach the key to (those it is not attached to yet).
     plans: Vec<PlanId>,
+    /// The key that already has this value: importing it again updates that key.
+    existing: Option<KeyId>,
+}
+
+impl CheckedRow {
+    /// Validate a row on its own; the error is a warning for its line.
+    fn check(row: &csv::ImportRow) -> std::result::Result<CheckedRow, String> {
+        let secret = Secret::import(&row.key).map_err(|e| e.to_string())?;
+        let name = Name::new(row.name.clone()).map_err(|e| e.to_string())?;
+        let description =
+            quota_core::Description::new(row.description.clone()).map_err(|e| e.to_string())?;
+        let enabled = match row.enabled.as_deref() {
+            None => true,
+            Some(e) if e.eq_ignore_ascii_case("true") => true,
+            Some(e) if e.eq_ignore_ascii_case("false") => false,
+            Some(e) => return Err(format!("Enabled: `{e}` is not true or false")),
+        };
+        let plans = row
+            .usage_plan_ids
+            .iter()
+            .map(|p| PlanId::from_str(p).map_err(|_| format!("no usage plan {p}")))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(CheckedRow {
+            line: row.line,
+            secret,
+            name,
+            description,
+            enabled,
+            plans,
+            existing: None,
+        })
+    }
+}
+
+/// Create or update one imported key (the same value imported again updates the key that
+/// has it) and attach it to its plans.
+async fn import_row(node: &QuotaNode, row: CheckedRow) -> Result<KeyId> {
+    let command = match row.existing {
+        Some(key) => Command::KeyUpdate {
+            key,
+            patch: KeyPatch {
+                name: Some(row.name),
+                description: Some(row.description),
+                enabled: Some(row.enabled),
+                ..KeyPatch::default()
+            },
+        },
+        None => Command::KeyImport {
+            spec: KeySpec {
+                name: row.name,
+                description: row.description,
+                owner: None,
+                enabled: row.enabled,
+                expires_at: None,
+                tags: Default::default(),
+            },
+            secret: SecretDigest::of(&row.secret),
+        },
+    };
+    let key = match node.write(None, command).await?? {
+        Outcome::Key(k) => k.id,
+        o => return Err(unexpected(o)),
+    };
+    for plan in row.plans {
+        node.write(
+            None,
+            Command::Attach {
+                plan,
+                key,
+                extra_per_period: Extra::default(),
+            },
+        )
+        .await??;
+    }
+    Ok(key)
 }
