@@ -234,10 +234,8 @@ async fn unanswered_reports_are_resent_as_they_were() -> anyhow::Result<()> {
         if m.offline_pending == 0 {
             ensure!(m.offline_reported == 5, "reported {}", m.offline_reported);
             ensure!(m.offline_refused == 2, "refused {}", m.offline_refused);
-            ensure!(
-                gw.cluster_reachable(),
-                "an answered report marks it reachable"
-            );
+            // Not asserted: `cluster_reachable()`. An answered report sets it, but this mock
+            // keeps refusing leases, and a failed lease batch clears it again at any moment.
             break;
         }
         ensure!(Instant::now() < deadline, "still pending: {m:?}");
