@@ -61,7 +61,7 @@ pub async fn dispatch(
 
 fn ok(status: StatusCode, body: impl serde::Serialize) -> Result<Reply> {
     let body = serde_json::to_value(body)
-        .map_err(|e| RestError::bad_request(format!("cannot encode the answer: {e}")))?;
+        .map_err(|e| RestError::internal(format!("cannot encode the answer: {e}")))?;
     Ok(Reply {
         status,
         body: Some(body),
@@ -94,7 +94,7 @@ fn no_plan(id: PlanId) -> RestError {
 }
 
 fn unexpected(o: Outcome) -> RestError {
-    RestError::bad_request(format!("unexpected outcome {o:?}"))
+    RestError::internal(format!("unexpected outcome {o:?}"))
 }
 
 /// `limit` and `position` of a list call. The position is the id of the last item of the
@@ -352,7 +352,7 @@ impl Ctx<'_> {
                 break;
             };
             let (i, line, result) =
-                done.map_err(|e| RestError::bad_request(format!("an import task failed: {e}")))?;
+                done.map_err(|e| RestError::internal(format!("an import task failed: {e}")))?;
             match result {
                 Ok(id) => ids[i] = Some(id.to_string()),
                 Err(e) => warnings.push(format!("line {line}: {}", e.message)),

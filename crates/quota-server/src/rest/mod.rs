@@ -184,7 +184,7 @@ impl RestError {
         }
     }
 
-    fn internal(message: impl Into<String>) -> RestError {
+    pub fn internal(message: impl Into<String>) -> RestError {
         RestError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             kind: "InternalFailure",
