@@ -228,8 +228,12 @@ pub async fn serve_with(
     if let Some(aws) = aws {
         aws.abort();
     }
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    // Bounded too: a stop must end. Leaving without it is as safe as a crash, since every
+    // acknowledged write is already durable.
+    match tokio::time::timeout(SHUTDOWN_GRACE, raft.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "raft did not shut down cleanly"),
+        Err(_) => tracing::warn!("raft did not stop within {SHUTDOWN_GRACE:?}; exiting anyway"),
     }
     served?;
     Ok(())
