@@ -51,9 +51,8 @@ pub struct ClientConfig {
     pub max_wait: Duration,
     /// Requests per second admitted per (plan, key) while the cluster is unreachable and
     /// the held leases are spent or expired, for plans whose own `safe_rate` is 0. 0 (the
-    /// default) = deny. A plan's `safe_rate` (set by the operator) takes precedence. The
-    /// cluster records only what a plan's own `safe_rate` admitted: what this setting admits
-    /// is refused when reported (metric `offline_refused`), so it is never counted.
+    /// default) = deny. A plan's `safe_rate` (set by the operator) takes precedence. What
+    /// this setting admits is reported and counted like any safe-rate admission.
     pub safe_rate: f64,
     /// Throttles are enforced by the cluster's leader for all gateways together; this is
     /// only the fraction of a throttle (rate and burst) this gateway enforces **alone**,

@@ -91,9 +91,8 @@
 //!   report, each under a random request id that the report keeps, items unchanged, until
 //!   it is answered; a retry after a lost answer is therefore counted once by the cluster.
 //! - **Subtracted** only as acknowledged: the cluster answers per item; what it added to the
-//!   key's usage (even past the limit) and what it refused for good (a plan whose
-//!   `safe_rate` is 0: the client's default rate is not the operator's opt-in; a plan, key
-//!   or association that no longer exists) leave the count; anything unanswered stays.
+//!   key's usage (even past the limit) and what it refused for good (a plan, key or
+//!   association that no longer exists) leave the count; anything unanswered stays.
 //! - **Observed** in [`MetricsSnapshot`]: `admitted_unreachable` (requests),
 //!   `offline_pending`, `offline_reported`, `offline_refused` (cost units),
 //!   `offline_reports` and `offline_report_failures`. [`Client::shutdown`] sends what is

@@ -21,9 +21,9 @@
 //!   counted twice;
 //! - a permit refunded after its admission was reported is counted anyway.
 //!
-//! The cluster records such usage only for plans whose `safe_rate` > 0 (the operator's
-//! opt-in). What the client's own default `safe_rate` admitted on a plan whose `safe_rate`
-//! is 0 is refused, and shows only in the `offline_refused` metric.
+//! The cluster records such usage whichever rate admitted it (the plan's `safe_rate` or the
+//! client's default for plans without one), so counts stay exact; it refuses only items
+//! whose plan, key or association no longer exists (metric `offline_refused`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

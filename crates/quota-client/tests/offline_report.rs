@@ -152,8 +152,8 @@ impl Gateway for Mock {
                     })
                 } else {
                     R::Failed(v1::OfflineUsageFailed {
-                        code: tonic::Code::FailedPrecondition as i32,
-                        message: format!("plan {} has safe_rate 0", u.plan_id),
+                        code: tonic::Code::NotFound as i32,
+                        message: format!("plan {} not found", u.plan_id),
                     })
                 }),
             })
@@ -187,7 +187,8 @@ async fn admit(gw: &Client, stage: &str, n: u64) -> anyhow::Result<()> {
 
 // Property: a report whose answer is lost is sent again with the same request id and the
 // same items (so the cluster's deduplication counts it once); the count leaves the gateway
-// only as the answer acknowledges (added to usage) or refuses (a plan without a safe rate);
+// only as the answer acknowledges (added to usage) or refuses (this mock answers p2 as a
+// plan that no longer exists);
 // a report made later has a new id.
 // Set-up: a scripted server that never grants leases; plan p1 (stage prod, safe rate 1000/s)
 // and p2 (stage dev, safe rate 0, admitted at the client's default of 100/s); 5 admissions on

@@ -2,7 +2,6 @@
 //! Both travel through the Raft log as part of responses, so they are serialisable and
 //! own their strings. None of them ever holds a secret.
 
-use crate::types::PlanId;
 use serde::{Deserialize, Serialize};
 
 /// Input that breaks a rule. Always names the field and the rule.
@@ -120,13 +119,6 @@ pub enum ApplyError {
     LimitReached { what: String, max: usize },
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    /// A report of usage admitted at the safe rate names a plan whose `safe_rate` is 0: the
-    /// operator did not opt that plan into admissions without a reservation, so none are
-    /// recorded for it. (Appended last: variants are encoded by position.)
-    #[error(
-        "plan {plan} has safe_rate 0: it admits nothing while the cluster is unreachable, so no such usage is recorded for it"
-    )]
-    NoSafeRate { plan: PlanId },
 }
 
 impl ApplyError {

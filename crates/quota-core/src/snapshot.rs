@@ -6,9 +6,9 @@ use crate::state::State;
 /// Bumped whenever the serialised shape of [`State`] changes.
 ///
 /// - 2: plans have a `safe_rate`.
-/// - 3: responses in the deduplication table may hold [`crate::Outcome::OfflineUsage`] and
-///   [`crate::ApplyError::NoSafeRate`] (variants appended after the existing ones). A build
-///   that reads only 2 would fail on them, so it must refuse a 3 by its version.
+/// - 3: responses in the deduplication table may hold [`crate::Outcome::OfflineUsage`] (a
+///   variant appended after the existing ones). A build that reads only 2 would fail on it,
+///   so it must refuse a 3 by its version.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 /// The oldest version this build reads. Every version-2 snapshot is also a valid version-3
 /// encoding (3 only added enum variants at the end, and bincode encodes a variant by its

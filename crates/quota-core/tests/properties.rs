@@ -7,7 +7,7 @@
 //!   later; a plan change that moves a counter to another window keeps its period) and
 //!   `reported` is the usage gateways reported as admitted at the safe rate
 //!   while the cluster was unreachable (`Command::ReportOffline`, the one documented
-//!   exception: added without a quota check, for plans with safe_rate > 0 only); every
+//!   exception: added without a quota check); every
 //!   other admission leaves used + reserved within the limit in force at that moment;
 //! - reserved equals the sum of open leases, and every other structural invariant holds;
 //! - a refused command changes nothing, and neither does a report whose items are all refused;

@@ -7,7 +7,6 @@
 //! | `ApplyError::NotFound`        | NOT_FOUND           |
 //! | `ApplyError::Conflict`        | ALREADY_EXISTS      |
 //! | `ApplyError::LimitReached`    | RESOURCE_EXHAUSTED  |
-//! | `ApplyError::NoSafeRate`      | FAILED_PRECONDITION |
 //!
 //! The message is the error's `Display`, which names the field or the entity; no domain
 //! error holds a secret, so messages are safe to return and log.
@@ -22,7 +21,6 @@ pub fn code_of(err: &ApplyError) -> Code {
         ApplyError::Conflict { .. } => Code::AlreadyExists,
         ApplyError::LimitReached { .. } => Code::ResourceExhausted,
         ApplyError::Invalid(_) => Code::InvalidArgument,
-        ApplyError::NoSafeRate { .. } => Code::FailedPrecondition,
     }
 }
 
@@ -47,7 +45,7 @@ impl ToStatus for ValidationError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quota_core::{Entity, KeyId, PlanId};
+    use quota_core::{Entity, KeyId};
 
     // Property: each kind of refusal maps to its documented code with a clear message.
     // Set-up: one error of each ApplyError variant, and a bare ValidationError.
@@ -77,11 +75,6 @@ mod tests {
                 ApplyError::Invalid(ValidationError::empty("spec.name")),
                 Code::InvalidArgument,
                 "spec.name must not be empty",
-            ),
-            (
-                ApplyError::NoSafeRate { plan: PlanId(3) },
-                Code::FailedPrecondition,
-                "plan p3 has safe_rate 0: it admits nothing while the cluster is unreachable, so no such usage is recorded for it",
             ),
         ];
         for (err, code, message) in cases {

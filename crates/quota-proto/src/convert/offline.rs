@@ -171,8 +171,8 @@ mod tests {
     }
 
     // Property: an accepted item goes out as the usage after it; a refused one as its gRPC
-    // code and message (FAILED_PRECONDITION for a plan without a safe rate).
-    // Set-up: one Ok usage past its limit, a NoSafeRate and a NotFound refusal.
+    // code and message.
+    // Set-up: one Ok usage past its limit, an Invalid and a NotFound refusal.
     // Pass: the usage fields, and the codes and messages.
     #[test]
     fn results_out() {
@@ -195,16 +195,14 @@ mod tests {
         };
         assert_eq!((u.used, u.limit, u.remaining), (13, Some(10), Some(0)));
 
-        let refused = v1::OfflineUsageResult::from(Err(ApplyError::NoSafeRate { plan: PlanId(3) }));
+        let refused = v1::OfflineUsageResult::from(Err(ApplyError::Invalid(
+            quota_core::ValidationError::out_of_range("used", 0, 1, 10),
+        )));
         let Some(R::Failed(f)) = refused.result else {
             panic!("expected failed, got {refused:?}");
         };
-        assert_eq!(f.code, Code::FailedPrecondition as i32);
-        assert!(
-            f.message.contains("p3") && f.message.contains("safe_rate 0"),
-            "{}",
-            f.message
-        );
+        assert_eq!(f.code, Code::InvalidArgument as i32);
+        assert!(f.message.contains("used"), "{}", f.message);
 
         let missing =
             v1::OfflineUsageResult::from(Err(ApplyError::not_found(Entity::Key, KeyId(12))));

@@ -211,7 +211,6 @@ impl From<quota_core::ApplyError> for RestError {
                 message: e.to_string(),
             },
             ApplyError::Invalid(v) => v.into(),
-            e @ ApplyError::NoSafeRate { .. } => RestError::bad_request(e.to_string()),
         }
     }
 }
