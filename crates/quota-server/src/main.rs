@@ -148,9 +148,14 @@ async fn main() -> anyhow::Result<()> {
         if let Some(aws) = config.aws_api.listen {
             eprintln!(
                 "  AWS API Gateway-compatible API on http://{aws}{unsigned}\n  \
-                 try:     aws apigateway get-api-keys --endpoint-url http://{aws} --region us-east-1",
+                 try:     aws apigateway get-api-keys --endpoint-url http://{aws} --region us-east-1{sign}",
                 unsigned = if config.aws_api.allow_unsigned {
                     " (requests NOT authenticated in this mode)"
+                } else {
+                    ""
+                },
+                sign = if config.aws_api.allow_unsigned {
+                    " --no-sign-request"
                 } else {
                     ""
                 },
