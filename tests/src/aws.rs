@@ -19,23 +19,24 @@ pub fn access_keys() -> String {
     format!("Access key ID,Secret access key\n{AKID},{SECRET}\n")
 }
 
-/// The AWS CLI as a command: `aws` if on PATH, else `python3 -m awscli`.
+/// The AWS CLI as a command: `aws` if on PATH, else `python3 -m awscli`. Which one is
+/// found once per test process (each probe starts Python).
 pub fn aws_command() -> Command {
-    let on_path = Command::new("aws")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    static ON_PATH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let works = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
+    let on_path = *ON_PATH.get_or_init(|| {
+        if works(Command::new("aws").arg("--version")) {
+            return true;
+        }
+        assert!(
+            works(Command::new("python3").args(["-m", "awscli", "--version"])),
+            "the AWS CLI is needed for these tests: `python3 -m pip install awscli` (.ci/run and test.sh install it)"
+        );
+        false
+    });
     if on_path {
         return Command::new("aws");
     }
-    let module = Command::new("python3")
-        .args(["-m", "awscli", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        module,
-        "the AWS CLI is needed for these tests: `python3 -m pip install awscli` (.ci/run and test.sh install it)"
-    );
     let mut cmd = Command::new("python3");
     cmd.args(["-m", "awscli"]);
     cmd

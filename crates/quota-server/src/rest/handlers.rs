@@ -75,21 +75,20 @@ fn accepted() -> Result<Reply> {
     })
 }
 
+/// A key id from the path or body; one that cannot be ours is simply not found.
 fn key_id(id: &str) -> Result<KeyId> {
-    KeyId::from_str(id)
-        .map_err(|_| RestError::not_found(format!("Invalid API Key identifier specified: {id}")))
+    KeyId::from_str(id).map_err(|_| no_key(id))
 }
 
 fn plan_id(id: &str) -> Result<PlanId> {
-    PlanId::from_str(id)
-        .map_err(|_| RestError::not_found(format!("Invalid Usage Plan ID specified: {id}")))
+    PlanId::from_str(id).map_err(|_| no_plan(id))
 }
 
-fn no_key(id: KeyId) -> RestError {
+fn no_key(id: impl std::fmt::Display) -> RestError {
     RestError::not_found(format!("Invalid API Key identifier specified: {id}"))
 }
 
-fn no_plan(id: PlanId) -> RestError {
+fn no_plan(id: impl std::fmt::Display) -> RestError {
     RestError::not_found(format!("Invalid Usage Plan ID specified: {id}"))
 }
 
@@ -152,12 +151,45 @@ fn page_of<T, Id: ToString>(
 
 /// A page of a list answer. The managed service's wire name for the list is `item` (the SDKs
 /// show it as `items`).
-fn list(items: Vec<Value>, position: Option<String>) -> Value {
-    let mut body = json!({ "item": items });
+fn list<T: serde::Serialize>(items: Vec<T>, position: Option<String>) -> Result<Reply> {
+    #[derive(serde::Serialize)]
+    struct Page<T> {
+        item: Vec<T>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<String>,
+    }
+    ok(
+        StatusCode::OK,
+        Page {
+            item: items,
+            position,
+        },
+    )
+}
+
+/// Daily `[used, remaining]` pairs, as the usage answers carry them.
+fn usage_rows(days: &[quota_core::DayReport]) -> Value {
+    days.iter().map(|d| json!([d.used, d.remaining])).collect()
+}
+
+/// A usage answer: `values` maps key ids to their daily rows.
+fn usage_body(
+    plan: PlanId,
+    from: Date,
+    to: Date,
+    values: serde_json::Map<String, Value>,
+    position: Option<String>,
+) -> Result<Reply> {
+    let mut body = json!({
+        "usagePlanId": plan.to_string(),
+        "startDate": from.to_string(),
+        "endDate": to.to_string(),
+        "values": values,
+    });
     if let Some(p) = position {
         body["position"] = Value::String(p);
     }
-    body
+    ok(StatusCode::OK, body)
 }
 
 struct Ctx<'a> {
@@ -189,12 +221,11 @@ impl Ctx<'_> {
                 "stageKeys are not supported by quotad: attach the key to a usage plan that covers the stage",
             ));
         }
-        let _ = input.generate_distinct_id;
         let (secret, imported) = match &input.value {
             Some(v) => (Secret::import(v)?, true),
             None => (
                 Secret::generate()
-                    .map_err(|e| RestError::bad_request(format!("cannot generate a key: {e}")))?,
+                    .map_err(|e| RestError::internal(format!("cannot generate a key: {e}")))?,
                 false,
             ),
         };
@@ -233,7 +264,10 @@ impl Ctx<'_> {
     }
 
     async fn get_api_key(&self, id: &str) -> Result<Reply> {
-        let id = key_id(id)?;
+        self.key_reply(key_id(id)?).await
+    }
+
+    async fn key_reply(&self, id: KeyId) -> Result<Reply> {
         let key = self
             .read(|s| s.get_key(id).map(|k| ApiKeyOut::of(k, None)))
             .await?
@@ -254,14 +288,12 @@ impl Ctx<'_> {
                             .is_none_or(|c| k.spec.owner.as_ref().is_some_and(|o| o.as_str() == c))
                 });
                 let (keys, next) = page_of(matching, page.size, |k| k.id);
-                let items: Vec<Value> = keys
-                    .into_iter()
-                    .filter_map(|k| serde_json::to_value(ApiKeyOut::of(k, None)).ok())
-                    .collect();
+                let items: Vec<ApiKeyOut> =
+                    keys.into_iter().map(|k| ApiKeyOut::of(k, None)).collect();
                 (items, next)
             })
             .await?;
-        ok(StatusCode::OK, list(items, next))
+        list(items, next)
     }
 
     async fn update_api_key(&self, id: &str, body: &[u8]) -> Result<Reply> {
@@ -269,7 +301,7 @@ impl Ctx<'_> {
         let input: json::PatchIn = json::parse(body)?;
         let patch = patch::key_patch(input.patch_operations)?;
         if patch == KeyPatch::default() {
-            return self.get_api_key(&id.to_string()).await;
+            return self.key_reply(id).await;
         }
         let key = self
             .write_key(Command::KeyUpdate { key: id, patch })
@@ -377,7 +409,10 @@ impl Ctx<'_> {
     }
 
     async fn get_usage_plan(&self, id: &str) -> Result<Reply> {
-        let id = plan_id(id)?;
+        self.plan_reply(plan_id(id)?).await
+    }
+
+    async fn plan_reply(&self, id: PlanId) -> Result<Reply> {
         let plan = self
             .read(|s| s.get_plan(id).map(UsagePlanOut::of))
             .await?
@@ -394,14 +429,11 @@ impl Ctx<'_> {
                     .plans(page.after)
                     .filter(|p| key.is_none_or(|k| s.association(p.id, k).is_some()));
                 let (plans, next) = page_of(matching, page.size, |p| p.id);
-                let items: Vec<Value> = plans
-                    .into_iter()
-                    .filter_map(|p| serde_json::to_value(UsagePlanOut::of(p)).ok())
-                    .collect();
+                let items: Vec<UsagePlanOut> = plans.into_iter().map(UsagePlanOut::of).collect();
                 (items, next)
             })
             .await?;
-        ok(StatusCode::OK, list(items, next))
+        list(items, next)
     }
 
     async fn update_usage_plan(&self, id: &str, body: &[u8]) -> Result<Reply> {
@@ -413,7 +445,7 @@ impl Ctx<'_> {
             .ok_or_else(|| no_plan(id))?;
         let spec = patch::plan_patch(&current, input.patch_operations)?;
         if spec == current {
-            return self.get_usage_plan(&id.to_string()).await;
+            return self.plan_reply(id).await;
         }
         match self.write(Command::PlanUpdate { plan: id, spec }).await? {
             Outcome::Plan(p) => ok(StatusCode::OK, UsagePlanOut::of(&p)),
@@ -443,36 +475,28 @@ impl Ctx<'_> {
             )));
         }
         let key = key_id(&input.key_id)?;
-        let (has_plan, has_key, attached) = self
+        // Attach also changes an existing attachment; the managed service refuses it instead.
+        let body = self
             .read(|s| {
-                (
-                    s.get_plan(plan).is_some(),
-                    s.get_key(key).is_some(),
-                    s.association(plan, key).is_some(),
-                )
+                s.get_plan(plan).ok_or_else(|| no_plan(plan))?;
+                let body = s
+                    .get_key(key)
+                    .map(Self::plan_key_json)
+                    .ok_or_else(|| no_key(key))?;
+                match s.association(plan, key) {
+                    Some(_) => Err(RestError::conflict(format!(
+                        "Usage Plan {plan} already has API Key {key}"
+                    ))),
+                    None => Ok(body),
+                }
             })
-            .await?;
-        if !has_plan {
-            return Err(no_plan(plan));
-        }
-        if !has_key {
-            return Err(no_key(key));
-        }
-        if attached {
-            return Err(RestError::conflict(format!(
-                "Usage Plan {plan} already has API Key {key}"
-            )));
-        }
+            .await??;
         self.write(Command::Attach {
             plan,
             key,
             extra_per_period: Extra::default(),
         })
         .await?;
-        let body = self
-            .read(|s| s.get_key(key).map(Self::plan_key_json))
-            .await?
-            .ok_or_else(|| no_key(key))?;
         ok(StatusCode::CREATED, body)
     }
 
@@ -516,7 +540,7 @@ impl Ctx<'_> {
                 ))
             })
             .await??;
-        ok(StatusCode::OK, list(items, next))
+        list(items, next)
     }
 
     async fn delete_usage_plan_key(&self, id: &str, key: &str) -> Result<Reply> {
@@ -563,28 +587,14 @@ impl Ctx<'_> {
                 let (keys, next) = page_of(keys, page.size, |k| *k);
                 let mut values = serde_json::Map::new();
                 for k in keys {
-                    let Some(report) = s.usage_report(plan, k, from, to) else {
-                        continue;
-                    };
-                    let rows: Vec<Value> = report
-                        .iter()
-                        .map(|d| json!([d.used, d.remaining]))
-                        .collect();
-                    values.insert(k.to_string(), Value::Array(rows));
+                    if let Some(report) = s.usage_report(plan, k, from, to) {
+                        values.insert(k.to_string(), usage_rows(&report));
+                    }
                 }
                 Ok::<_, RestError>((values, next))
             })
             .await??;
-        let mut body = json!({
-            "usagePlanId": plan.to_string(),
-            "startDate": from.to_string(),
-            "endDate": to.to_string(),
-            "values": values,
-        });
-        if let Some(p) = next {
-            body["position"] = Value::String(p);
-        }
-        ok(StatusCode::OK, body)
+        usage_body(plan, from, to, values, next)
     }
 
     async fn update_usage(&self, id: &str, key: &str, body: &[u8]) -> Result<Reply> {
@@ -603,19 +613,9 @@ impl Ctx<'_> {
             .read(|s| s.usage_report(plan, key, today, today))
             .await?
             .ok_or_else(|| no_key(key))?;
-        let rows: Vec<Value> = report
-            .iter()
-            .map(|d| json!([d.used, d.remaining]))
-            .collect();
-        ok(
-            StatusCode::OK,
-            json!({
-                "usagePlanId": plan.to_string(),
-                "startDate": today.to_string(),
-                "endDate": today.to_string(),
-                "values": { key.to_string(): rows },
-            }),
-        )
+        let mut values = serde_json::Map::new();
+        values.insert(key.to_string(), usage_rows(&report));
+        usage_body(plan, today, today, values, None)
     }
 }
 

@@ -228,13 +228,14 @@ pub struct StageKeyIn {
     pub stage_name: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `generateDistinctId`, a no-op at the managed service too, is ignored like any unknown field.
+/// No `Debug`: `value` is a secret.
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CreateApiKeyIn {
     pub name: Option<String>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
-    pub generate_distinct_id: Option<bool>,
     pub value: Option<String>,
     pub stage_keys: Vec<StageKeyIn>,
     pub customer_id: Option<String>,

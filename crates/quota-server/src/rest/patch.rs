@@ -178,7 +178,11 @@ impl Partial {
         match which {
             "burstLimit" => self.burst = Some(parse_u64(&format!("{field}/burstLimit"), value)?),
             "rateLimit" => self.rate = Some(parse_f64(&format!("{field}/rateLimit"), value)?),
-            _ => unreachable_path(field, which)?,
+            _ => {
+                return Err(RestError::bad_request(format!(
+                    "Invalid patch path '{field}/{which}'"
+                )));
+            }
         }
         Ok(())
     }
@@ -193,12 +197,6 @@ impl Partial {
             ))),
         }
     }
-}
-
-fn unreachable_path(field: &str, which: &str) -> Result<(), RestError> {
-    Err(RestError::bad_request(format!(
-        "Invalid patch path '{field}/{which}'"
-    )))
 }
 
 fn parse_stage(v: &str) -> Result<ApiStage, RestError> {
