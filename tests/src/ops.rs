@@ -8,7 +8,6 @@ use quota_proto::v1::{
     self, AttachRequest, CreateKeyRequest, CreatePlanRequest, GetUsageRequest, IncrementRequest,
     IncrementResponse, KeySelector, KeySpec, PlanSelector, PlanSpec, Quota, Usage,
 };
-use tonic::Code;
 
 use crate::client::NodeClient;
 
@@ -91,21 +90,7 @@ pub fn plan_spec(name: &str, limit: u64) -> PlanSpec {
     }
 }
 
-/// Codes that no retry can fix: the request itself is wrong, or the caller is not allowed.
-/// Everything else (unavailable, deadline, a leader change surfacing as an internal error)
-/// is retried with the same request id.
-pub fn is_permanent(code: Code) -> bool {
-    matches!(
-        code,
-        Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::Unimplemented
-            | Code::OutOfRange
-    )
-}
+pub use quota_proto::status::is_permanent;
 
 /// Calls `op` against `clients[start]`, then the next node after every retryable failure,
 /// round-robin, until it succeeds, fails permanently or `deadline` passes. A write passed

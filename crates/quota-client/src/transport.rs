@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use quota_proto::status::is_permanent;
 use quota_proto::v1::gateway_client::GatewayClient;
-use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -139,18 +139,4 @@ impl Transport {
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
     }
-}
-
-/// Codes no retry on another node can fix.
-pub(crate) fn is_permanent(code: Code) -> bool {
-    matches!(
-        code,
-        Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::Unimplemented
-            | Code::OutOfRange
-    )
 }

@@ -24,6 +24,22 @@ pub fn code_of(err: &ApplyError) -> Code {
     }
 }
 
+/// Codes that no retry, on this node or another, can fix: the request itself is wrong, or
+/// the caller is not allowed. Everything else (unavailable, deadline, a leader change
+/// surfacing as an internal error) is worth retrying with the same request id.
+pub fn is_permanent(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
+            | Code::OutOfRange
+    )
+}
+
 /// Turns a domain error into the status a handler answers with:
 /// `.map_err(|e| e.to_status())?`.
 pub trait ToStatus {
