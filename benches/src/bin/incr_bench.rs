@@ -2,9 +2,10 @@
 //! running cluster (start one with `cluster/up.sh`).
 //!
 //! It creates a fresh plan (a quota far above what the run can use) and a key, then runs
-//! `--clients` concurrent clients, each with its own HTTP/2 connection to one of the
-//! endpoints (round robin), each sending one increment at a time with a fresh request id,
-//! for `--seconds`. It reports increments per second and latency percentiles. Every
+//! `--clients` concurrent clients on `--connections` HTTP/2 connections to the endpoints
+//! (round robin), each sending one increment at a time with a fresh request id, for
+//! `--seconds`: one `Increment` call each, or with `--stream` as messages on one
+//! `IncrementStream` per client. It reports increments per second and latency percentiles. Every
 //! increment must be admitted; at the end the plan's counter must equal the number of
 //! acknowledged increments (the books balance), or the run fails.
 
@@ -38,12 +39,101 @@ struct Args {
     /// forward to the leader).
     #[arg(long)]
     leader_only: bool,
+    /// Each client sends its increments on one `Data.IncrementStream` stream (still one in
+    /// flight at a time) instead of one `Data.Increment` call each.
+    #[arg(long)]
+    stream: bool,
+}
+
+/// One client's increments: one call each, or messages on one stream.
+enum Sender {
+    Calls(DataClient<Channel>),
+    Stream {
+        requests: tokio::sync::mpsc::Sender<IncrementStreamRequest>,
+        answers: tonic::Streaming<IncrementStreamResponse>,
+        tag: u64,
+    },
+}
+
+impl Sender {
+    async fn open(channel: Channel, stream: bool) -> anyhow::Result<Sender> {
+        let mut client = DataClient::new(channel);
+        if !stream {
+            return Ok(Sender::Calls(client));
+        }
+        let (requests, rx) = tokio::sync::mpsc::channel(1);
+        let answers = client
+            .increment_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(Sender::Stream {
+            requests,
+            answers,
+            tag: 0,
+        })
+    }
+
+    /// Send one increment and wait for its answer: whether it was admitted, or an error.
+    async fn increment(&mut self, req: IncrementRequest) -> anyhow::Result<bool> {
+        match self {
+            Sender::Calls(client) => Ok(client.increment(req).await?.into_inner().allowed),
+            Sender::Stream {
+                requests,
+                answers,
+                tag,
+            } => {
+                *tag += 1;
+                requests
+                    .send(IncrementStreamRequest {
+                        tag: *tag,
+                        increment: Some(req),
+                    })
+                    .await
+                    .context("the stream closed")?;
+                let answer = answers.message().await?.context("the stream ended")?;
+                if answer.tag != *tag {
+                    bail!("answer for tag {} while waiting for {}", answer.tag, tag);
+                }
+                match answer.result {
+                    Some(increment_stream_response::Result::Response(r)) => Ok(r.allowed),
+                    Some(increment_stream_response::Result::Failed(f)) => {
+                        bail!("increment failed: {} ({})", f.message, f.code)
+                    }
+                    None => bail!("an answer without a result"),
+                }
+            }
+        }
+    }
 }
 
 fn request_id() -> Vec<u8> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("random source");
     b.to_vec()
+}
+
+/// Request ids for one client without a system call each (the load generator shares the
+/// cluster's two cores): a random 64-bit prefix and a counter, unique across clients and
+/// runs with overwhelming probability.
+struct RequestIds {
+    prefix: [u8; 8],
+    next: u64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let mut prefix = [0u8; 8];
+        getrandom::fill(&mut prefix).expect("random source");
+        RequestIds { prefix, next: 0 }
+    }
+
+    fn next(&mut self) -> Vec<u8> {
+        self.next += 1;
+        let mut id = Vec::with_capacity(16);
+        id.extend_from_slice(&self.prefix);
+        id.extend_from_slice(&self.next.to_be_bytes());
+        id
+    }
 }
 
 async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
@@ -146,8 +236,9 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.clients {
         let ch = channels[i % connections].clone();
         let (plan_id, key_id) = (plan.id.clone(), key.id.clone());
+        let mut data = Sender::open(ch, args.stream).await?;
         tasks.push(tokio::spawn(async move {
-            let mut data = DataClient::new(ch);
+            let mut ids = RequestIds::new();
             let mut latencies = Vec::with_capacity(100_000);
             let (mut acked, mut errors) = (0u64, 0u64);
             while Instant::now() < end {
@@ -157,11 +248,11 @@ async fn main() -> anyhow::Result<()> {
                         by: Some(plan_selector::By::Id(plan_id.clone())),
                     })),
                     cost: 1,
-                    request_id: request_id(),
+                    request_id: ids.next(),
                 };
                 let t = Instant::now();
                 match data.increment(req).await {
-                    Ok(r) if r.get_ref().allowed => {
+                    Ok(true) => {
                         acked += 1;
                         if t >= measure_from {
                             latencies
@@ -209,9 +300,10 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|k| k.current.as_ref().map(|c| c.used))
     });
     println!(
-        "clients={} connections={} seconds={} endpoints={}",
+        "clients={} connections={} stream={} seconds={} endpoints={}",
         args.clients,
         connections,
+        args.stream,
         args.seconds,
         endpoints.join(",")
     );

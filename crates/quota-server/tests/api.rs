@@ -787,3 +787,236 @@ async fn gateway_throttle_tokens() {
     assert!(r.grants[4].error.contains("want"));
     node.stop().await;
 }
+
+/// Read a stream's answers until it ends, by tag; panics on a repeated tag or after 20 s.
+async fn stream_answers(
+    answers: &mut tonic::Streaming<IncrementStreamResponse>,
+) -> std::collections::BTreeMap<u64, increment_stream_response::Result> {
+    let mut by_tag = std::collections::BTreeMap::new();
+    while let Some(answer) = tokio::time::timeout(Duration::from_secs(20), answers.message())
+        .await
+        .expect("the stream should end")
+        .unwrap()
+    {
+        let previous = by_tag.insert(answer.tag, answer.result.expect("a result"));
+        assert!(previous.is_none(), "tag {} answered twice", answer.tag);
+    }
+    by_tag
+}
+
+fn stream_item(tag: u64, increment: IncrementRequest) -> IncrementStreamRequest {
+    IncrementStreamRequest {
+        tag,
+        increment: Some(increment),
+    }
+}
+
+fn failed_code(result: &increment_stream_response::Result) -> Code {
+    match result {
+        increment_stream_response::Result::Failed(f) => Code::from_i32(f.code),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+// Property: increments on one stream follow the same rules as calls of their own: counted
+// exactly up to the quota however many are in flight at once, each answered once under its
+// tag, a failed item answered with the status its call would get while the stream goes on,
+// a repeated request id applied once (also across a stream and a call), a key named by id
+// only with the admin token in the stream's metadata. Set-up: one node with an admin token,
+// a plan of 50 per day, an attached key; 60 increments sent before any answer is read, plus
+// bad items. Pass: 50 admitted with distinct `used` 1..50 and 10 quota denials, every bad
+// item failed with its code, the usage is 50 and the repeated id answers as first.
+#[tokio::test]
+async fn increment_stream_counts_like_calls() {
+    let token = "a-long-admin-token-0123456789";
+    let node = Node::start(Some(token)).await;
+    let mut admin_req = tonic::Request::new(CreatePlanRequest {
+        request_id: vec![],
+        spec: Some(plan_spec("streamed", 50)),
+    });
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    admin_req
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    let plan = node
+        .admin()
+        .create_plan(admin_req)
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let mut key_req = tonic::Request::new(CreateKeyRequest {
+        request_id: vec![],
+        spec: Some(KeySpec {
+            name: "s".into(),
+            ..Default::default()
+        }),
+    });
+    key_req
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    let created = node.admin().create_key(key_req).await.unwrap().into_inner();
+    let key = created.key.unwrap();
+    let mut attach = tonic::Request::new(AttachRequest {
+        request_id: vec![],
+        plan: plan_sel(&plan.id),
+        key: key_sel(&key.id),
+        extra_per_period: 0,
+    });
+    attach
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    node.admin().attach(attach).await.unwrap();
+
+    let by_id = IncrementRequest {
+        key: Some(increment_request::Key::KeyId(key.id.clone())),
+        target: Some(increment_request::Target::Plan(PlanSelector {
+            by: Some(plan_selector::By::Id(plan.id.clone())),
+        })),
+        cost: 1,
+        request_id: vec![],
+    };
+    let mut items = Vec::new();
+    for tag in 1..=60u64 {
+        let mut req = incr_by_secret(&created.secret, 1);
+        req.request_id = tag.to_be_bytes().repeat(2);
+        items.push(stream_item(tag, req));
+    }
+    items.push(IncrementStreamRequest {
+        tag: 100,
+        increment: None,
+    });
+    items.push(stream_item(101, by_id.clone()));
+    let mut by_unknown_plan = incr_by_secret(&created.secret, 1);
+    by_unknown_plan.target = Some(increment_request::Target::Plan(PlanSelector {
+        by: Some(plan_selector::By::Name("no-such-plan".into())),
+    }));
+    items.push(stream_item(102, by_unknown_plan));
+    items.push(stream_item(103, incr_by_secret(&created.secret, 2_000_000)));
+
+    let mut answers = node
+        .data()
+        .increment_stream(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    let by_tag = stream_answers(&mut answers).await;
+    assert_eq!(by_tag.len(), 64);
+    let mut used = Vec::new();
+    let mut denied = 0;
+    for tag in 1..=60u64 {
+        match &by_tag[&tag] {
+            increment_stream_response::Result::Response(r) if r.allowed => used.push(r.used),
+            increment_stream_response::Result::Response(r) => {
+                assert_eq!(r.reason, DenialReason::QuotaExceeded as i32);
+                denied += 1;
+            }
+            other => panic!("tag {tag}: {other:?}"),
+        }
+    }
+    used.sort_unstable();
+    assert_eq!(used, (1..=50).collect::<Vec<u64>>());
+    assert_eq!(denied, 10);
+    assert_eq!(failed_code(&by_tag[&100]), Code::InvalidArgument);
+    assert_eq!(failed_code(&by_tag[&101]), Code::Unauthenticated);
+    assert_eq!(failed_code(&by_tag[&102]), Code::NotFound);
+    assert_eq!(failed_code(&by_tag[&103]), Code::InvalidArgument);
+
+    // A repeated request id answers as the first time and counts nothing, across APIs.
+    let mut again = incr_by_secret(&created.secret, 1);
+    again.request_id = 7u64.to_be_bytes().repeat(2);
+    let first = match &by_tag[&7] {
+        increment_stream_response::Result::Response(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        node.data().increment(again).await.unwrap().into_inner(),
+        first
+    );
+
+    // With the admin token in the stream's metadata a key may be named by id.
+    let mut with_token = tonic::Request::new(tokio_stream::iter(vec![stream_item(1, by_id)]));
+    with_token.metadata_mut().insert("authorization", bearer);
+    let mut answers = node
+        .data()
+        .increment_stream(with_token)
+        .await
+        .unwrap()
+        .into_inner();
+    let by_tag = stream_answers(&mut answers).await;
+    match &by_tag[&1] {
+        // The quota is spent: a denial (an answer), not an authentication failure.
+        increment_stream_response::Result::Response(r) => {
+            assert!(!r.allowed);
+            assert_eq!(r.used, 50);
+        }
+        other => panic!("{other:?}"),
+    }
+    node.stop().await;
+}
+
+// Property: a stream with more increments than may be in flight at once is slowed down,
+// not broken: every increment is answered and counted once. And a stopping node ends its
+// open streams. Set-up: one node, a plan of 10,000; 3,000 increments (nearly three times
+// the per-stream limit) written before any answer is read; then an idle open stream while
+// the node stops. Pass: 3,000 answers, all admitted, usage 3,000; the idle stream ends.
+#[tokio::test]
+async fn increment_stream_backpressure_and_stop() {
+    let node = Node::start(None).await;
+    let plan = node.plan(plan_spec("many", 10_000)).await;
+    let created = node
+        .admin()
+        .create_key(CreateKeyRequest {
+            request_id: vec![],
+            spec: Some(KeySpec {
+                name: "m".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    node.attach(plan_sel(&plan.id), key_named("m")).await;
+    let items: Vec<_> = (0..3_000u64)
+        .map(|tag| stream_item(tag, incr_by_secret(&created.secret, 1)))
+        .collect();
+    let mut answers = node
+        .data()
+        .increment_stream(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    let by_tag = stream_answers(&mut answers).await;
+    assert_eq!(by_tag.len(), 3_000);
+    let mut used: Vec<u64> = by_tag
+        .values()
+        .map(|r| match r {
+            increment_stream_response::Result::Response(r) if r.allowed => r.used,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    used.sort_unstable();
+    assert_eq!(used, (1..=3_000).collect::<Vec<u64>>());
+
+    // An open stream with nothing in flight ends when the node stops.
+    let (tx, rx) = tokio::sync::mpsc::channel::<IncrementStreamRequest>(1);
+    let mut idle = node
+        .data()
+        .increment_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(stream_item(1, incr_by_secret(&created.secret, 1)))
+        .await
+        .unwrap();
+    let answer = idle.message().await.unwrap().unwrap();
+    assert_eq!(answer.tag, 1);
+    let stopping = tokio::spawn(node.stop());
+    let ended = tokio::time::timeout(Duration::from_secs(4), idle.message())
+        .await
+        .expect("the stream should end when the node stops");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    stopping.await.unwrap();
+    drop(tx);
+}

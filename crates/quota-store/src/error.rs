@@ -46,6 +46,10 @@ pub enum StoreError {
     /// updated. `State::apply` does not panic, so this means a bug.
     #[error("the state machine lock is poisoned: a thread panicked while holding it")]
     Poisoned,
+
+    /// The group-flush thread could not be started.
+    #[error("starting the log flush thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl StoreError {
@@ -61,9 +65,10 @@ impl StoreError {
     /// The most likely operation behind this error, when the caller does not say.
     fn likely_verb(&self) -> ErrorVerb {
         match self {
-            StoreError::Encode { .. } | StoreError::Sled(_) | StoreError::Poisoned => {
-                ErrorVerb::Write
-            }
+            StoreError::Encode { .. }
+            | StoreError::Sled(_)
+            | StoreError::Poisoned
+            | StoreError::Thread(_) => ErrorVerb::Write,
             StoreError::Decode { .. }
             | StoreError::TooLarge { .. }
             | StoreError::Corrupt(_)

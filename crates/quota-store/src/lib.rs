@@ -115,7 +115,7 @@ pub async fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreErr
     let meta = db.open_tree(RAFT_META_TREE)?;
     let snapshots = db.open_tree(SNAPSHOT_TREE)?;
     let state_machine = StateMachineStore::load(db.clone(), snapshots)?;
-    Ok((LogStore::new(db, logs, meta), state_machine))
+    Ok((LogStore::new(db, logs, meta)?, state_machine))
 }
 
 /// A cheap, cloneable, read-only handle on the applied state.

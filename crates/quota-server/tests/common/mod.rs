@@ -102,7 +102,13 @@ impl Node {
             if !bootstrap {
                 break;
             }
-            if let Ok(s) = cluster.status(StatusRequest {}).await
+            let mut status = tonic::Request::new(StatusRequest {});
+            if let Some(t) = token {
+                status
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            if let Ok(s) = cluster.status(status).await
                 && s.into_inner().status.unwrap().leader_id == id
             {
                 break;
