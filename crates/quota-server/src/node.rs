@@ -18,9 +18,8 @@ use quota_core::{BatchItem, Command, Entry, Outcome, RequestId, Response, State,
 use quota_proto::v1::{Empty, RaftPayload};
 use quota_store::{NodeId, Raft, StateReader};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// What a follower sends the leader to have commands proposed: the writes it received
 /// meanwhile, each with its request id. The answer is one [`ProposeReply`] per item.
@@ -59,14 +58,6 @@ pub struct QuotaNode {
 
 /// Commands waiting to be proposed, at most this many (then callers wait: backpressure).
 const PROPOSAL_QUEUE_DEPTH: usize = 8192;
-/// Batches being replicated at once. One: whatever arrives while a batch is replicated
-/// waits and goes in the next one, so batches grow with the load (up to
-/// `MAX_COMMANDS_PER_BATCH`) and every entry pays its flush and replication round for as
-/// many commands as possible. Measured with incr-bench (BENCHMARKS.md), 64 clients on the
-/// three-node loopback cluster: 1 beat 2, 3 and 4 (streams: ~19,000 vs ~17,500, ~17,000 and
-/// ~16,100 increments/s; one call each: ~13,700 vs ~13,000), since on two cores more,
-/// smaller entries cost more CPU than the overlap gains.
-const BATCHES_IN_FLIGHT: usize = 1;
 
 /// One command waiting for the batcher.
 struct Pending {
@@ -223,13 +214,15 @@ async fn forward_batch(
     }
 }
 
+/// One batch at a time: whatever arrives while a batch is proposed waits and goes in the
+/// next one, so batches grow with the load (up to `MAX_COMMANDS_PER_BATCH`) and every entry
+/// pays its flush and replication round for as many commands as possible. Measured with
+/// incr-bench (BENCHMARKS.md), 64 clients on the three-node loopback cluster: one batch in
+/// flight beat two, three and four (streams: ~19,000 vs ~17,500, ~17,000 and ~16,100
+/// increments/s), since on two cores more, smaller entries cost more CPU than their overlap
+/// gains. The batch is proposed here, not in a task of its own: one hand-off less per batch.
 async fn run_batcher(sink: Sink, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
-        // Wait for a free slot first: whatever queues meanwhile joins this batch.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
         let mut batch = vec![first];
         while batch.len() < MAX_COMMANDS_PER_BATCH {
             match rx.try_recv() {
@@ -237,19 +230,15 @@ async fn run_batcher(sink: Sink, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let sink = sink.clone();
-        tokio::spawn(async move {
-            match &sink {
-                Sink::Local(raft) => propose_batch(raft, batch).await,
-                Sink::Forward {
-                    id,
-                    raft,
-                    peers,
-                    timeout,
-                } => forward_batch(*id, raft, peers, *timeout, batch).await,
-            }
-            drop(permit);
-        });
+        match &sink {
+            Sink::Local(raft) => propose_batch(raft, batch).await,
+            Sink::Forward {
+                id,
+                raft,
+                peers,
+                timeout,
+            } => forward_batch(*id, raft, peers, *timeout, batch).await,
+        }
     }
 }
 
