@@ -6,6 +6,7 @@
 //! also serialises clusters within one process.
 
 mod t10_leader_failover;
+mod t15_stream_failover;
 mod t20_partition;
 mod t30_snapshot_catch_up;
 mod t40_full_restart;
