@@ -1020,3 +1020,67 @@ async fn increment_stream_backpressure_and_stop() {
     stopping.await.unwrap();
     drop(tx);
 }
+
+// Property: a message over the size limit on a stream is bad input like any other: the
+// increments taken before it are answered, then the stream ends with an error that says
+// what was too large; nothing of the bad message is counted and the node stays up.
+// Set-up: one node, a plan of 100, a key; a stream of one increment, then one whose secret
+// is 2 MiB (the limit is 1 MiB). Pass: tag 1 admitted (used 1); the stream then ends with
+// OUT_OF_RANGE naming the message length; a call afterwards is admitted with used 2.
+#[tokio::test]
+async fn increment_stream_oversized_message_ends_the_stream() {
+    let node = Node::start(None).await;
+    let plan = node.plan(plan_spec("sized", 100)).await;
+    let created = node
+        .admin()
+        .create_key(CreateKeyRequest {
+            request_id: vec![],
+            spec: Some(KeySpec {
+                name: "z".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    node.attach(plan_sel(&plan.id), key_named("z")).await;
+    let huge = "x".repeat(2 << 20);
+    let items = vec![
+        stream_item(1, incr_by_secret(&created.secret, 1)),
+        stream_item(2, incr_by_secret(&huge, 1)),
+    ];
+    let mut answers = node
+        .data()
+        .increment_stream(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.tag, 1);
+    match first.result.unwrap() {
+        increment_stream_response::Result::Response(r) => {
+            assert!(r.allowed);
+            assert_eq!(r.used, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    let end = tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .unwrap()
+        .expect_err("the stream should end with an error");
+    assert_eq!(end.code(), Code::OutOfRange, "{end:?}");
+    assert!(end.message().contains("message length"), "{end:?}");
+    let after = node
+        .data()
+        .increment(incr_by_secret(&created.secret, 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after.allowed);
+    assert_eq!(after.used, 2);
+    node.stop().await;
+}

@@ -85,6 +85,9 @@ struct IncrementAnswers {
     admin: Result<(), Status>,
     /// Ready when the node begins to stop: read no more requests, answer the ones taken.
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Why reading requests failed (a malformed or oversized message, a broken stream):
+    /// the stream ends with this status once the increments taken are answered.
+    failure: Option<Status>,
 }
 
 impl IncrementAnswers {
@@ -127,14 +130,11 @@ impl Stream for IncrementAnswers {
             };
             match Pin::new(requests).poll_next(cx) {
                 Poll::Ready(Some(Ok(item))) => this.start(item),
-                // A malformed message or a broken stream: answer what was taken, then
-                // end with the error.
+                // A malformed or oversized message, or a broken stream: answer what was
+                // taken, then end with the error.
                 Poll::Ready(Some(Err(status))) => {
                     this.requests = None;
-                    if this.in_flight.is_empty() {
-                        return Poll::Ready(Some(Err(status)));
-                    }
-                    tracing::debug!(error = %status.message(), "an increment stream broke");
+                    this.failure = Some(status);
                 }
                 Poll::Ready(None) => this.requests = None,
                 Poll::Pending => break,
@@ -142,9 +142,12 @@ impl Stream for IncrementAnswers {
         }
         match this.in_flight.poll_next_unpin(cx) {
             Poll::Ready(Some(answer)) => Poll::Ready(Some(Ok(answer))),
-            // Nothing in flight: done if the requests ended, otherwise the requests' waker
-            // (registered above) wakes us for the next one.
-            Poll::Ready(None) if this.requests.is_none() => Poll::Ready(None),
+            // Nothing in flight: done if the requests ended (with their error, if they
+            // failed), otherwise the requests' waker (registered above) wakes us for the
+            // next one.
+            Poll::Ready(None) if this.requests.is_none() => {
+                Poll::Ready(this.failure.take().map(Err))
+            }
             Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
@@ -183,6 +186,7 @@ impl Data for DataService {
                     }
                 }
             }),
+            failure: None,
         };
         Ok(Response::new(Box::pin(answers)))
     }
