@@ -6,7 +6,8 @@
 # Needs: wrk; `cargo build --release --bin quotad --bin quotactl -p quota-server -p quota-cli`
 # and `cargo build --release -p quota-gateway --bin quota-gateway --example upstream`.
 # Usage: crates/quota-gateway/bench/wrk.sh   (env: ROUNDS=5 DUR=5 CONNS=32
-#        UPSTREAM_THREADS=1 UPSTREAM_DELAY_MS=0 UPSTREAM_WORK_US=0)
+#        UPSTREAM_THREADS=1 UPSTREAM_DELAY_MS=0 UPSTREAM_WORK_US=0, GATEWAY_BIN to compare
+#        another build of the gateway)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 B=${BENCH_DIR:-/tmp/quota-gateway-bench}; T=target/release
@@ -28,7 +29,7 @@ stage = "prod"
 method = "GET"
 path = "/items/{id}"
 TOML
-RUST_LOG=warn $T/quota-gateway --config $B/gw.toml --listen 127.0.0.1:9200 >$B/gw.log 2>&1 & GPID=$!
+RUST_LOG=warn ${GATEWAY_BIN:-$T/quota-gateway} --config $B/gw.toml --listen 127.0.0.1:9200 >$B/gw.log 2>&1 & GPID=$!
 sleep 1
 curl -si -H "x-api-key: $SECRET" http://127.0.0.1:9200/items/1 | head -12
 W="wrk -t1 -c${CONNS:-32} -d${DUR:-5}s --latency"

@@ -134,9 +134,11 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let upstream = proxy::Upstream::default();
             let svc = service_fn(move |req| {
                 let gw = gw.clone();
-                async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+                let upstream = upstream.clone();
+                async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer, &upstream).await) }
             });
             let mut builder = http1::Builder::new();
             builder

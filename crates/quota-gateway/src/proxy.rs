@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use quota_client::{Client, ClientConfig, Decision, DenyReason, Permit, RateInfo};
+use std::sync::Arc;
 
 use crate::answer::{self, Body};
 use crate::config::{GatewayConfig, RefundRule, Unmatched};
@@ -33,15 +33,27 @@ const HOP_BY_HOP: [&str; 8] = [
 /// `auth_request` convention).
 const ORIGINAL_METHOD: &str = "x-original-method";
 const ORIGINAL_URI: &str = "x-original-uri";
-/// Idle upstream connections kept per host.
-const UPSTREAM_IDLE_PER_HOST: usize = 256;
-/// An idle upstream connection is closed after this long.
-const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One downstream connection's own connection to the upstream (HTTP/1.1, kept alive), made
+/// on its first forwarded request and made again when the upstream closed it. Requests on
+/// one downstream HTTP/1.1 connection come one at a time, so one upstream connection serves
+/// them all, with no pool to check connections out of and back into: the upstream sees as
+/// many connections as the gateway has clients, as with a pool under steady load.
+#[derive(Clone, Default)]
+pub(crate) struct Upstream(Arc<tokio::sync::Mutex<Option<SendRequest<Incoming>>>>);
+
+/// Why a request could not be sent upstream.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("connecting: {0}")]
+    Connect(#[from] std::io::Error),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
 
 pub(crate) struct Gateway {
     pub(crate) client: Client,
     pub(crate) routes: RouteTable,
-    http: HttpClient<HttpConnector, Incoming>,
     upstream: Authority,
     api: String,
     stage: String,
@@ -73,16 +85,9 @@ impl Gateway {
         let mut cc = ClientConfig::new(config.endpoints.clone(), config.gateway_id.clone());
         cc.token.clone_from(&config.token);
         let client = Client::connect(cc).await?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = HttpClient::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(UPSTREAM_IDLE_PER_HOST)
-            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
-            .build(connector);
         Ok(Gateway {
             client,
             routes,
-            http,
             upstream,
             api: config.api.clone(),
             stage: config.stage.clone(),
@@ -125,7 +130,12 @@ impl Gateway {
         Some((method, target))
     }
 
-    pub(crate) async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        upstream: &Upstream,
+    ) -> Response<Body> {
         let check = self.check_target(&req);
         let (method, path, query) = match &check {
             Some((m, target)) => {
@@ -187,7 +197,7 @@ impl Gateway {
             }
             return r;
         }
-        self.forward(req, peer, permit).await
+        self.forward(req, peer, permit, upstream).await
     }
 
     /// The key: the header, else the query parameter when one is configured.
@@ -223,20 +233,51 @@ impl Gateway {
         Ok(PathAndQuery::try_from(out)?)
     }
 
+    /// Send `req` on this downstream connection's upstream connection, connecting first
+    /// when there is none or the upstream closed it.
+    async fn send(
+        &self,
+        upstream: &Upstream,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut slot = upstream.0.lock().await;
+        if let Some(sender) = slot.as_mut()
+            && sender.ready().await.is_err()
+        {
+            *slot = None;
+        }
+        let sender = match slot.as_mut() {
+            Some(sender) => sender,
+            None => {
+                let stream = tokio::net::TcpStream::connect(self.upstream.as_str()).await?;
+                stream.set_nodelay(true)?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream connection ended with an error");
+                    }
+                });
+                slot.insert(sender)
+            }
+        };
+        Ok(sender.send_request(req).await?)
+    }
+
     async fn forward(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         permit: Option<Permit>,
+        upstream: &Upstream,
     ) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
-        let uri = match self.upstream_path(&parts.uri).and_then(|pq| {
-            Uri::builder()
-                .scheme("http")
-                .authority(self.upstream.clone())
-                .path_and_query(pq)
-                .build()
-        }) {
+        // Origin form on the wire; the Host header names the upstream unless the client
+        // sent one (a proxy keeps the client's Host).
+        let uri = match self
+            .upstream_path(&parts.uri)
+            .and_then(|pq| Uri::builder().path_and_query(pq).build())
+        {
             Ok(u) => u,
             Err(_) => {
                 if let Some(p) = permit {
@@ -247,6 +288,11 @@ impl Gateway {
         };
         parts.uri = uri;
         parts.version = hyper::Version::HTTP_11;
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(self.upstream.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
         strip_hop_by_hop(&mut parts.headers);
         if self.strip_key {
             parts.headers.remove(&self.key_header);
@@ -261,7 +307,7 @@ impl Gateway {
         let info = permit.as_ref().map(Permit::info);
         let sent = tokio::time::timeout(
             self.timeout,
-            self.http.request(Request::from_parts(parts, body)),
+            self.send(upstream, Request::from_parts(parts, body)),
         )
         .await;
         let mut response = match sent {

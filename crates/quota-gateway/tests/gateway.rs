@@ -675,3 +675,91 @@ async fn throttle_429_has_a_correct_retry_after() {
     .await;
     cluster.finish(result);
 }
+
+/// An upstream that closes every connection after one answer (`Connection: close`), and
+/// counts the connections it accepted.
+async fn closing_upstream() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let line = format!("{} {}", req.method(), req.uri().path());
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(line))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, accepted))
+}
+
+// Property: the gateway's connection to the upstream is made again when the upstream closes
+// it, and an unreachable upstream is a 502 whose permit is refunded.
+// Set-up: 1 node; plan (orders/prod, limit 100) with one key. (a) An upstream that closes
+// every connection after one answer; the gateway in process; 5 keyed requests one after
+// another on one client connection. (b) A gateway whose upstream port has no listener;
+// 3 keyed requests; then the gateways shut down (settling their leases).
+// Pass: (a) all 5 answer 200 with the upstream's body, and the upstream accepted 5
+// connections; (b) each answers 502 `upstream_unavailable`; the cluster's `used` is exactly
+// 5 (the 502s were refunded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_reconnects_and_unreachable_is_refunded() {
+    let cluster = Cluster::start(1, ClusterOpts::default())
+        .await
+        .expect("cluster starts");
+    let result = async {
+        let clients = cluster.clients();
+        let p = ops::create_plan(&clients, "reconnect", 100, DEADLINE).await?;
+        let (k, secret) = key(&clients, "reconnect-key", 0).await?;
+        ops::attach(&clients, &p, &k, DEADLINE).await?;
+        let http = http_client();
+
+        let (up, accepted) = closing_upstream().await?;
+        let gw = InProcess::start(config(&cluster, up)).await?;
+        for i in 0..5 {
+            let a = get(&http, gw.addr, "/orders/7", Some(&secret)).await?;
+            ensure!(
+                a.status == StatusCode::OK && a.body == "GET /orders/7",
+                "request {i}: {} {:?}",
+                a.status,
+                a.body
+            );
+        }
+        ensure!(
+            accepted.load(Ordering::Relaxed) == 5,
+            "the upstream accepted {} connections for 5 requests",
+            accepted.load(Ordering::Relaxed)
+        );
+        gw.stop().await?;
+
+        let closed = TcpListener::bind("127.0.0.1:0").await?;
+        let nowhere = closed.local_addr()?;
+        drop(closed);
+        let gw = InProcess::start(config(&cluster, nowhere)).await?;
+        for i in 0..3 {
+            let a = get(&http, gw.addr, "/orders/7", Some(&secret)).await?;
+            ensure!(
+                a.status == StatusCode::BAD_GATEWAY
+                    && a.error_kind() == Some("upstream_unavailable"),
+                "request {i} to a closed port: {} {:?}",
+                a.status,
+                a.body
+            );
+        }
+        gw.stop().await?;
+        let usage = ops::usage(&clients, &p, &k, false, DEADLINE).await?;
+        ensure!(usage.used == 5, "used {} != 5", usage.used);
+        ensure!(usage.reserved == 0, "reserved {}", usage.reserved);
+        Ok(())
+    }
+    .await;
+    cluster.finish(result);
+}
