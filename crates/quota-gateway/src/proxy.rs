@@ -19,16 +19,18 @@ use crate::routes::RouteTable;
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1); never
 /// forwarded in either direction, nor any header named in `Connection`.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
+/// The client addresses a request passed through (de facto standard).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Headers with which a delegating proxy names the original request (nginx
 /// `auth_request` convention).
 const ORIGINAL_METHOD: &str = "x-original-method";
@@ -297,12 +299,12 @@ impl Gateway {
         if self.strip_key {
             parts.headers.remove(&self.key_header);
         }
-        let forwarded = match parts.headers.get("x-forwarded-for").map(|v| v.to_str()) {
+        let forwarded = match parts.headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
             Some(Ok(prev)) => format!("{prev}, {}", peer.ip()),
             _ => peer.ip().to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&forwarded) {
-            parts.headers.insert("x-forwarded-for", v);
+            parts.headers.insert(X_FORWARDED_FOR, v);
         }
         let info = permit.as_ref().map(Permit::info);
         let sent = tokio::time::timeout(
@@ -364,7 +366,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         headers.remove(n);
     }
     // Transfer-Encoding is re-framed by hyper on each side from the body's length.
