@@ -73,10 +73,11 @@ async fn increment(
 
 type Pending = Pin<Box<dyn Future<Output = IncrementStreamResponse> + Send>>;
 
-/// The answer stream of `IncrementStream`. It is polled by the connection that sends the
-/// answers, so the increments of a stream need no task of their own: reading a request
-/// starts its increment (which waits in the leader's batcher like any other write), and each
-/// poll hands out whichever increments have been applied.
+/// The answer stream of `IncrementStream`. It is polled by the task that writes the
+/// stream's answers (hyper's task for the HTTP/2 stream), so the increments of a stream need
+/// no task of their own: reading a request starts its increment (which waits in the
+/// leader's batcher like any other write), and each poll hands out whichever increments have
+/// been applied.
 struct IncrementAnswers {
     /// The caller's requests; `None` once they ended (or the node began to stop).
     requests: Option<Streaming<IncrementStreamRequest>>,
