@@ -100,16 +100,9 @@ async fn scenario(cluster: &mut Cluster) -> anyhow::Result<()> {
     }
 
     // Let the load run until KILL_AFTER_ACKS, then kill the leader.
-    let started = Instant::now();
-    while books.acked.load(Ordering::Relaxed) < KILL_AFTER_ACKS {
-        if started.elapsed() > LOAD_DEADLINE || tasks.is_empty() {
-            bail!(
-                "only {} increments acknowledged before the kill point",
-                books.acked.load(Ordering::Relaxed)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    ops::wait_for_count(&books.acked, KILL_AFTER_ACKS, &tasks, LOAD_DEADLINE)
+        .await
+        .context("acknowledgements before the kill point")?;
     let old = cluster
         .leader()
         .await
@@ -144,17 +137,7 @@ async fn scenario(cluster: &mut Cluster) -> anyhow::Result<()> {
     );
 
     // Let every client finish.
-    let load = tokio::time::timeout(LOAD_DEADLINE, async {
-        while let Some(joined) = tasks.join_next().await {
-            joined.context("client task panicked")?;
-        }
-        anyhow::Ok(())
-    })
-    .await;
-    match load {
-        Ok(r) => r?,
-        Err(_) => bail!("the load did not finish within {LOAD_DEADLINE:?}"),
-    }
+    ops::join_all_within(&mut tasks, LOAD_DEADLINE).await?;
 
     // Read the final count through the survivors, linearizably.
     let survivor_clients: Vec<NodeClient> =

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use quota_blackbox::ops::{self, is_permanent, request_id};
 use quota_blackbox::{Cluster, ClusterOpts, NodeClient};
 use quota_proto::v1::{IncrementStreamRequest, increment_stream_response};
@@ -83,16 +83,9 @@ async fn scenario(cluster: &mut Cluster) -> anyhow::Result<()> {
         ));
     }
 
-    let started = Instant::now();
-    while books.acked.load(Ordering::Relaxed) < KILL_AFTER_ACKS {
-        if started.elapsed() > LOAD_DEADLINE || tasks.is_empty() {
-            bail!(
-                "only {} increments acknowledged before the kill point",
-                books.acked.load(Ordering::Relaxed)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    ops::wait_for_count(&books.acked, KILL_AFTER_ACKS, &tasks, LOAD_DEADLINE)
+        .await
+        .context("acknowledgements before the kill point")?;
     let old = cluster
         .leader()
         .await
@@ -103,17 +96,7 @@ async fn scenario(cluster: &mut Cluster) -> anyhow::Result<()> {
         books.acked.load(Ordering::Relaxed)
     );
 
-    let load = tokio::time::timeout(LOAD_DEADLINE, async {
-        while let Some(joined) = tasks.join_next().await {
-            joined.context("stream task panicked")?;
-        }
-        anyhow::Ok(())
-    })
-    .await;
-    match load {
-        Ok(r) => r?,
-        Err(_) => bail!("the load did not finish within {LOAD_DEADLINE:?}"),
-    }
+    ops::join_all_within(&mut tasks, LOAD_DEADLINE).await?;
 
     let survivors: Vec<NodeClient> = cluster
         .ids()

@@ -325,6 +325,45 @@ pub async fn usage(
         .ok_or_else(|| anyhow!("GetUsage has no current usage for {key_id}"))
 }
 
+/// Waits until `counter` reaches `at_least` (a load's acknowledgements, say), failing after
+/// `deadline` or when every task of the load has ended first.
+pub async fn wait_for_count(
+    counter: &std::sync::atomic::AtomicU64,
+    at_least: u64,
+    tasks: &tokio::task::JoinSet<()>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let now = counter.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= at_least {
+            return Ok(());
+        }
+        if started.elapsed() > deadline || tasks.is_empty() {
+            bail!("only {now} of {at_least} counted before the deadline or the load's end");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits for every task of a load to end, failing if one panicked or `deadline` passes.
+pub async fn join_all_within(
+    tasks: &mut tokio::task::JoinSet<()>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let joined = tokio::time::timeout(deadline, async {
+        while let Some(joined) = tasks.join_next().await {
+            joined.map_err(|e| anyhow!("a load task failed: {e}"))?;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match joined {
+        Ok(r) => r,
+        Err(_) => bail!("the load did not finish within {deadline:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

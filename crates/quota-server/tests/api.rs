@@ -788,6 +788,26 @@ async fn gateway_throttle_tokens() {
     node.stop().await;
 }
 
+/// A plan named `name` (orders/prod, `limit` per day) and a key of the same name attached
+/// to it; answers the key's secret.
+async fn plan_and_key(node: &Node, name: &str, limit: u64) -> String {
+    let plan = node.plan(plan_spec(name, limit)).await;
+    let created = node
+        .admin()
+        .create_key(CreateKeyRequest {
+            request_id: vec![],
+            spec: Some(KeySpec {
+                name: name.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    node.attach(plan_sel(&plan.id), key_named(name)).await;
+    created.secret
+}
+
 /// Read a stream's answers until it ends, by tag; panics on a repeated tag or after 20 s.
 async fn stream_answers(
     answers: &mut tonic::Streaming<IncrementStreamResponse>,
@@ -964,22 +984,9 @@ async fn increment_stream_counts_like_calls() {
 #[tokio::test]
 async fn increment_stream_backpressure_and_stop() {
     let node = Node::start(None).await;
-    let plan = node.plan(plan_spec("many", 10_000)).await;
-    let created = node
-        .admin()
-        .create_key(CreateKeyRequest {
-            request_id: vec![],
-            spec: Some(KeySpec {
-                name: "m".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    node.attach(plan_sel(&plan.id), key_named("m")).await;
+    let secret = plan_and_key(&node, "many", 10_000).await;
     let items: Vec<_> = (0..3_000u64)
-        .map(|tag| stream_item(tag, incr_by_secret(&created.secret, 1)))
+        .map(|tag| stream_item(tag, incr_by_secret(&secret, 1)))
         .collect();
     let mut answers = node
         .data()
@@ -1007,7 +1014,7 @@ async fn increment_stream_backpressure_and_stop() {
         .await
         .unwrap()
         .into_inner();
-    tx.send(stream_item(1, incr_by_secret(&created.secret, 1)))
+    tx.send(stream_item(1, incr_by_secret(&secret, 1)))
         .await
         .unwrap();
     let answer = idle.message().await.unwrap().unwrap();
@@ -1030,23 +1037,10 @@ async fn increment_stream_backpressure_and_stop() {
 #[tokio::test]
 async fn increment_stream_oversized_message_ends_the_stream() {
     let node = Node::start(None).await;
-    let plan = node.plan(plan_spec("sized", 100)).await;
-    let created = node
-        .admin()
-        .create_key(CreateKeyRequest {
-            request_id: vec![],
-            spec: Some(KeySpec {
-                name: "z".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    node.attach(plan_sel(&plan.id), key_named("z")).await;
+    let secret = plan_and_key(&node, "sized", 100).await;
     let huge = "x".repeat(2 << 20);
     let items = vec![
-        stream_item(1, incr_by_secret(&created.secret, 1)),
+        stream_item(1, incr_by_secret(&secret, 1)),
         stream_item(2, incr_by_secret(&huge, 1)),
     ];
     let mut answers = node
@@ -1076,7 +1070,7 @@ async fn increment_stream_oversized_message_ends_the_stream() {
     assert!(end.message().contains("message length"), "{end:?}");
     let after = node
         .data()
-        .increment(incr_by_secret(&created.secret, 1))
+        .increment(incr_by_secret(&secret, 1))
         .await
         .unwrap()
         .into_inner();
