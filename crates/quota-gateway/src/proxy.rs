@@ -51,6 +51,8 @@ enum SendError {
     Connect(#[from] std::io::Error),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    #[error("no answer within the upstream timeout")]
+    Timeout,
 }
 
 pub(crate) struct Gateway {
@@ -236,20 +238,56 @@ impl Gateway {
     }
 
     /// Send `req` on this downstream connection's upstream connection, connecting first
-    /// when there is none or the upstream closed it.
+    /// when there is none or the upstream closed it, and wait for the answer's head until
+    /// the upstream timeout. After a failure or a timeout the connection is dropped (its
+    /// state is unknown: a late answer would otherwise be read as the next request's), so
+    /// the next request connects afresh.
     async fn send(
         &self,
         upstream: &Upstream,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, SendError> {
         let mut slot = upstream.0.lock().await;
+        let sent = tokio::time::timeout(self.timeout, self.send_on(&mut slot, req)).await;
+        let sent = sent.unwrap_or(Err(SendError::Timeout));
+        if sent.is_err() {
+            *slot = None;
+        }
+        sent
+    }
+
+    async fn send_on(
+        &self,
+        slot: &mut Option<SendRequest<Incoming>>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendError> {
+        match self.connection(slot).await?.try_send_request(req).await {
+            Ok(response) => Ok(response),
+            Err(mut e) => match e.take_message() {
+                // A kept-alive connection the upstream closed just as the request was handed
+                // to it: the request was not written, so it goes once more on a new one.
+                Some(req) => {
+                    *slot = None;
+                    Ok(self.connection(slot).await?.send_request(req).await?)
+                }
+                None => Err(SendError::Http(e.into_error())),
+            },
+        }
+    }
+
+    /// The upstream connection in `slot`, ready for a request; a new one when there is
+    /// none or it was closed.
+    async fn connection<'a>(
+        &self,
+        slot: &'a mut Option<SendRequest<Incoming>>,
+    ) -> Result<&'a mut SendRequest<Incoming>, SendError> {
         if let Some(sender) = slot.as_mut()
             && sender.ready().await.is_err()
         {
             *slot = None;
         }
-        let sender = match slot.as_mut() {
-            Some(sender) => sender,
+        match slot {
+            Some(sender) => Ok(sender),
             None => {
                 let stream = tokio::net::TcpStream::connect(self.upstream.as_str()).await?;
                 stream.set_nodelay(true)?;
@@ -260,10 +298,9 @@ impl Gateway {
                         tracing::debug!(error = %e, "upstream connection ended with an error");
                     }
                 });
-                slot.insert(sender)
+                Ok(slot.insert(sender))
             }
-        };
-        Ok(sender.send_request(req).await?)
+        }
     }
 
     async fn forward(
@@ -307,13 +344,9 @@ impl Gateway {
             parts.headers.insert(X_FORWARDED_FOR, v);
         }
         let info = permit.as_ref().map(Permit::info);
-        let sent = tokio::time::timeout(
-            self.timeout,
-            self.send(upstream, Request::from_parts(parts, body)),
-        )
-        .await;
+        let sent = self.send(upstream, Request::from_parts(parts, body)).await;
         let mut response = match sent {
-            Ok(Ok(resp)) => {
+            Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 if let Some(p) = permit {
@@ -325,7 +358,17 @@ impl Gateway {
                 }
                 Response::from_parts(parts, http_body_util::Either::Left(body))
             }
-            Ok(Err(e)) => {
+            Err(SendError::Timeout) => {
+                if let Some(p) = permit {
+                    p.refund();
+                }
+                answer::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the upstream did not answer in time",
+                )
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, "upstream request failed");
                 if let Some(p) = permit {
                     p.refund();
@@ -334,16 +377,6 @@ impl Gateway {
                     StatusCode::BAD_GATEWAY,
                     "upstream_unavailable",
                     "the upstream could not be reached",
-                )
-            }
-            Err(_) => {
-                if let Some(p) = permit {
-                    p.refund();
-                }
-                answer::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "the upstream did not answer in time",
                 )
             }
         };

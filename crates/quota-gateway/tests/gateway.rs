@@ -676,6 +676,30 @@ async fn throttle_429_has_a_correct_retry_after() {
     cluster.finish(result);
 }
 
+/// An upstream that keeps connections alive and never answers under `/hang` (it waits a
+/// minute); anything else answers 200 with `METHOD PATH`.
+async fn hanging_upstream() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    if req.uri().path().starts_with("/hang") {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    let line = format!("{} {}", req.method(), req.uri().path());
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(line))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
 /// An upstream that closes every connection after one answer (`Connection: close`), and
 /// counts the connections it accepted.
 async fn closing_upstream() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
@@ -702,14 +726,19 @@ async fn closing_upstream() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
 }
 
 // Property: the gateway's connection to the upstream is made again when the upstream closes
-// it, and an unreachable upstream is a 502 whose permit is refunded.
+// it or a request on it timed out, and an unreachable or silent upstream is a 502 or 504
+// whose permit is refunded.
 // Set-up: 1 node; plan (orders/prod, limit 100) with one key. (a) An upstream that closes
 // every connection after one answer; the gateway in process; 5 keyed requests one after
 // another on one client connection. (b) A gateway whose upstream port has no listener;
-// 3 keyed requests; then the gateways shut down (settling their leases).
+// 3 keyed requests. (c) A kept-alive upstream that never answers `/hang/...`, a gateway
+// with a 300 ms upstream timeout; on one client connection `/hang/1`, then `/orders/7`,
+// twice. The gateways shut down at the end of each part (settling their leases).
 // Pass: (a) all 5 answer 200 with the upstream's body, and the upstream accepted 5
-// connections; (b) each answers 502 `upstream_unavailable`; the cluster's `used` is exactly
-// 5 (the 502s were refunded).
+// connections; (b) each answers 502 `upstream_unavailable`; (c) each `/hang/1` answers 504
+// `upstream_timeout` and the `/orders/7` after it 200 with its own body (not stuck behind
+// the unanswered request); the cluster's `used` is exactly 7 (the 502s and 504s were
+// refunded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_reconnects_and_unreachable_is_refunded() {
     let cluster = Cluster::start(1, ClusterOpts::default())
@@ -755,8 +784,32 @@ async fn upstream_reconnects_and_unreachable_is_refunded() {
             );
         }
         gw.stop().await?;
+
+        let silent = hanging_upstream().await?;
+        let mut cfg = config(&cluster, silent);
+        cfg.routes.push(route("GET", "/hang/{id}", true));
+        cfg.upstream_timeout_ms = 300;
+        let gw = InProcess::start(cfg).await?;
+        for round in 0..2 {
+            let a = get(&http, gw.addr, "/hang/1", Some(&secret)).await?;
+            ensure!(
+                a.status == StatusCode::GATEWAY_TIMEOUT
+                    && a.error_kind() == Some("upstream_timeout"),
+                "round {round}, /hang/1: {} {:?}",
+                a.status,
+                a.body
+            );
+            let a = get(&http, gw.addr, "/orders/7", Some(&secret)).await?;
+            ensure!(
+                a.status == StatusCode::OK && a.body == "GET /orders/7",
+                "round {round}, /orders/7 after a timeout: {} {:?}",
+                a.status,
+                a.body
+            );
+        }
+        gw.stop().await?;
         let usage = ops::usage(&clients, &p, &k, false, DEADLINE).await?;
-        ensure!(usage.used == 5, "used {} != 5", usage.used);
+        ensure!(usage.used == 7, "used {} != 7", usage.used);
         ensure!(usage.reserved == 0, "reserved {}", usage.reserved);
         Ok(())
     }
