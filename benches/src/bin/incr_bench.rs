@@ -236,7 +236,8 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.clients {
         let ch = channels[i % connections].clone();
         let (plan_id, key_id) = (plan.id.clone(), key.id.clone());
-        let mut data = Sender::open(ch, args.stream).await?;
+        let mut data = Sender::open(ch.clone(), args.stream).await?;
+        let stream = args.stream;
         tasks.push(tokio::spawn(async move {
             let mut ids = RequestIds::new();
             let mut latencies = Vec::with_capacity(100_000);
@@ -260,7 +261,17 @@ async fn main() -> anyhow::Result<()> {
                         }
                     }
                     Ok(_) => bail!("an increment was denied"),
-                    Err(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        // A broken stream answers nothing more: open a new one (a failed
+                        // open is one more error, after a pause rather than a spin).
+                        if stream {
+                            match Sender::open(ch.clone(), true).await {
+                                Ok(fresh) => data = fresh,
+                                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                            }
+                        }
+                    }
                 }
             }
             Ok((latencies, acked, errors))
