@@ -713,15 +713,45 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// `count` distinct free ports of 127.0.0.1: all are held until every one is picked, then
 /// released for `quotad` to bind.
+///
+/// They come from below the kernel's ephemeral range, never from it (as port 0 would
+/// give): between the pick and `quotad`'s bind, any outgoing connection on the machine may
+/// take an ephemeral port as its source, and a proxy connecting to a node's port before
+/// the node listens can even connect to itself on it (TCP simultaneous open). Both were
+/// seen: the node failed with "address in use" and the link looped back to its sender.
 fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .context("bind 127.0.0.1:0")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    const LOWEST: u16 = 10_000;
+    let below = ephemeral_port_floor().max(LOWEST + 1_000);
+    let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    let mut ports = Vec::with_capacity(count);
+    for _ in 0..10_000 {
+        if ports.len() == count {
+            return Ok(ports);
+        }
+        let mut r = [0u8; 2];
+        getrandom::fill(&mut r).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+        let port = LOWEST + u16::from_le_bytes(r) % (below - LOWEST);
+        if ports.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+            ports.push(port);
+        }
+    }
+    if ports.len() == count {
+        return Ok(ports);
+    }
+    anyhow::bail!("no {count} free ports of 127.0.0.1 in {LOWEST}..{below}")
+}
+
+/// The lowest ephemeral port (`/proc/sys/net/ipv4/ip_local_port_range`; Linux's default
+/// 32768 where it cannot be read).
+fn ephemeral_port_floor() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A TOML basic string.
